@@ -1,0 +1,18 @@
+"""advbench: benchmark adversarial robustness of image classifiers.
+
+The Python API mirrors the CLI: :func:`train`, :func:`attack` and :func:`report`.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "attack", "report", "train"]
+
+
+def __getattr__(name: str):  # lazy: importing advbench must not import torch
+    if name in {"train", "attack", "report"}:
+        from advbench import api
+
+        return getattr(api, name)
+    raise AttributeError(name)

@@ -1,0 +1,5 @@
+"""``python -m advbench`` runs the CLI."""
+
+from advbench.cli import entry
+
+entry()

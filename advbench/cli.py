@@ -1,0 +1,287 @@
+"""The ``advbench`` command line (Typer): train, attack, report, list, show, quickstart."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from advbench.errors import UserError
+
+app = typer.Typer(
+    name="advbench",
+    help="Train, attack and compare adversarially robust image classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+STATE = {"debug": False}
+
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Extra option KEY=VALUE (repeatable), typed and validated: defense options (beta=6), "
+    "train options (momentum=0.9), model.KEY, data.KEY.", show_default=False)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    """advbench: one place to train defenses, attack them honestly and compare them as papers do."""
+    STATE["debug"] = debug
+
+
+@app.command()
+def train(
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset (advbench list datasets). [default: synthetic]")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model (advbench list models). [default: small-cnn]")] = None,
+    defense: Annotated[Optional[str], typer.Option(help="Defense (advbench list defenses). [default: standard]")] = None,
+    eps: Annotated[Optional[str], typer.Option(help="Budget, paper style: 8/255, 0.031, 0.5. [default: 8/255]")] = None,
+    norm: Annotated[Optional[str], typer.Option(help="Threat norm: linf or l2. [default: linf]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs. [default: 10]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Batch size. [default: 128]")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. [default: 0.1]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed (torch, numpy, python; data order). [default: 0]")] = None,
+    n_train: Annotated[Optional[int], typer.Option(help="Use only the first N (shuffled, after the validation "
+                                                        "hold-out) training images.")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="Dataset root [default: ~/.cache/advbench/data].")] = None,
+    download: Annotated[Optional[bool], typer.Option("--download/--no-download",
+                                                     help="Download missing datasets.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda[:N]. [default: auto]")] = None,
+    init_from: Annotated[Optional[str], typer.Option(help="Start from a run's (or checkpoint file's) weights.")] = None,
+    out: Annotated[Path, typer.Option(help="Runs directory.")] = Path("runs"),
+    name: Annotated[Optional[str], typer.Option(help="Run name [default: dataset-model-defense-norm-eps-sSEED].")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML recipe (keys as the flags; "
+                                                   "[defense]/[model]/[dataset] tables for options).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Resume this run exactly where it stopped.")] = None,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a defense; writes a run directory (config, metrics, checkpoints, summary)."""
+    from advbench import api
+
+    options = {"dataset": dataset, "model": model, "defense": defense, "eps": eps, "norm": norm, "epochs": epochs,
+               "batch_size": batch_size, "lr": lr, "seed": seed, "n_train": n_train, "data_dir": data_dir,
+               "download": download, "device": device, "init_from": init_from}
+    if norm is not None:
+        from advbench.threat import parse_norm
+
+        options["norm"] = parse_norm(norm)
+    if resume is not None:
+        given = [k for k, v in options.items() if v is not None and k != "epochs"]
+        if given or set_ or config:
+            raise UserError(f"--resume continues a run with its saved config; drop --{given[0].replace('_', '-')}"
+                            if given else "--resume continues a run with its saved config; drop --set/--config")
+    run_dir, summary = api.train(out=out, name=name, resume=resume, settings=set_ or [], config_file=config,
+                                 quiet=quiet, command=["advbench", *sys.argv[1:]], **options)
+    con = _console()
+    best = summary.get("best_val_robust_acc")
+    tail = f", best val robust {100 * best:.1f}% at epoch {summary['best_epoch'] + 1}" if best is not None else ""
+    con.print(f"trained {summary['defense']} for {summary['epochs_completed']} epochs{tail}")
+    con.print(f"run: {run_dir}")
+
+
+@app.command()
+def attack(
+    run: Annotated[Path, typer.Argument(help="Run directory to attack.")],
+    suite: Annotated[str, typer.Option(help="Attack suite (advbench list suites).")] = "pgd",
+    attack_: Annotated[Optional[str], typer.Option("--attack", help="Run a single attack instead of a suite; "
+                                                   "its options via --set.")] = None,
+    eps: Annotated[Optional[str], typer.Option(help="Eps or comma list (4/255,8/255) [default: the run's eps].")] = None,
+    norm: Annotated[Optional[str], typer.Option(help="linf or l2 [default: the run's norm].")] = None,
+    n_eval: Annotated[int, typer.Option(help="Evaluate the first N test images, in order.")] = 1000,
+    batch_size: Annotated[int, typer.Option(help="Attack batch size.")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of random starts (fixed, recorded).")] = 0,
+    checkpoint: Annotated[str, typer.Option(help="best, last or a checkpoint file.")] = "best",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    force: Annotated[bool, typer.Option(help="Recompute even if the same evaluation is stored.")] = False,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Attack a trained run; writes RUN/attacks/SUITE.json with per-sample results (resumable)."""
+    from advbench import api
+
+    if norm is not None:
+        from advbench.threat import parse_norm
+
+        norm = parse_norm(norm)
+    result = api.attack(run, suite=suite, attack=attack_, attack_options=set_ or [], eps=eps, norm=norm,
+                        n_eval=n_eval, batch_size=batch_size, seed=seed, checkpoint=checkpoint, device=device,
+                        force=force, quiet=quiet)
+    con = _console()
+    from rich.table import Table
+
+    table = Table(title=f"{result['suite']} on {run} (first {result['n_eval']} test images)")
+    table.add_column("attack")
+    table.add_column("eps")
+    table.add_column("accuracy", justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_row("Clean", "", f"{100 * result['clean']['accuracy']:.2f}%", "")
+    for r in result["results"]:
+        table.add_row(r["label"], f"{r['norm']} {r['eps']}", f"{100 * r['accuracy']:.2f}%", f"{r['seconds']:.1f}")
+    for r in result["robust"]:
+        table.add_row("Worst case", f"{r['norm']} {r['eps']}", f"{100 * r['accuracy']:.2f}%", "")
+    con.print(table)
+    con.print(f"results: {Path(run) / 'attacks' / (result['suite'] + '.json')}")
+
+
+@app.command()
+def report(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Run directories or a parent directory.")] = None,
+    format_: Annotated[str, typer.Option("--format", "-f", help="markdown, csv, latex or json.")] = "markdown",
+    suite: Annotated[Optional[str], typer.Option(help="Only this suite.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
+) -> None:
+    """Compare runs: rows = defenses, columns = clean + attacks + worst case, mean ± std over seeds."""
+    from advbench import api
+
+    _grid, text = api.report(paths or [Path("runs")], fmt=format_, suite=suite, output=output)
+    if output:
+        _console().print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command("list")
+def list_(
+    what: Annotated[str, typer.Argument(help="defenses, attacks, suites, datasets or models.")],
+) -> None:
+    """List registered defenses, attacks, suites, datasets or models."""
+    from rich.table import Table
+
+    kinds = ("defenses", "attacks", "suites", "datasets", "models")
+    key = what.lower()
+    if key not in kinds:
+        from advbench.registry import unknown_name_message
+
+        raise UserError(unknown_name_message("list", what, list(kinds)))
+    table = Table(title=key)
+    table.add_column("name")
+    table.add_column("description")
+    for name, desc in _registry_rows(key):
+        table.add_row(name, desc)
+    _console().print(table)
+
+
+def _registry_rows(key: str) -> list[tuple[str, str]]:
+    if key == "defenses":
+        from advbench.defenses import DEFENSES as reg
+    elif key == "attacks":
+        from advbench.attacks import ATTACKS as reg
+    elif key == "suites":
+        from advbench.attacks import SUITES as reg
+
+        return [(n, reg.get(n).description + " — " + ", ".join(e.label for e in reg.get(n).entries))
+                for n in reg.names()]
+    elif key == "datasets":
+        from advbench.data import DATASETS as reg
+    else:
+        from advbench.models import MODELS as reg
+    return [(n, reg.help(n)) for n in reg.names()]
+
+
+@app.command()
+def show(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
+    """Show a run: config, per-epoch metrics, attack results."""
+    from rich.table import Table
+
+    from advbench import runs
+
+    run_dir = runs.resolve_run(run)
+    record = runs.read_json(run_dir / "config.json")
+    cfg = record["config"]
+    con = _console()
+    summary = runs.read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+    con.print(f"[bold]{run_dir}[/bold]  status: {summary.get('status', '?')}")
+    con.print(f"{cfg['defense']} on {cfg['dataset']} / {cfg['model']}, {cfg['norm']} eps {cfg['eps']}, "
+              f"seed {cfg['seed']}, {cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']}")
+    if cfg.get("defense_options"):
+        con.print("defense options: " + ", ".join(f"{k}={v}" for k, v in cfg["defense_options"].items()))
+    if record.get("command"):
+        con.print(f"command: {record['command']}")
+    metrics = runs.read_jsonl(run_dir / "metrics.jsonl")
+    if metrics:
+        t = Table(title="epochs")
+        cols = [c for c in ("loss", "acc", "adv_acc", "val_clean_acc", "val_robust_acc", "train_seconds",
+                            "forward_passes", "backward_passes") if c in metrics[-1]]
+        t.add_column("epoch")
+        for c in cols:
+            t.add_column(c, justify="right")
+        for m in metrics:
+            t.add_row(str(m["epoch"] + 1), *[
+                (f"{100 * m[c]:.2f}%" if c.endswith("acc") else f"{m[c]:.3g}") if c in m else "" for c in cols])
+        con.print(t)
+    for f in sorted((run_dir / "attacks").glob("*.json")) if (run_dir / "attacks").is_dir() else []:
+        res = runs.read_json(f)
+        line = ", ".join(f"{r['label']} {100 * r['accuracy']:.2f}%" for r in res["results"])
+        con.print(f"attacks/{f.name}: clean {100 * res['clean']['accuracy']:.2f}%, {line} "
+                  f"(n={res['n_eval']})")
+
+
+@app.command()
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Runs directory.")] = Path("runs/quickstart"),
+    epochs: Annotated[Optional[int], typer.Option(help="Override the epochs of every defense.")] = None,
+    n_eval: Annotated[int, typer.Option(help="Test images attacked.")] = 500,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the quickstart defenses on the embedded synthetic dataset, attack them, print the report."""
+    from advbench.quickstart import run_quickstart
+
+    text = run_quickstart(out=out, epochs=epochs, n_eval=n_eval, quiet=quiet, console=_console())
+    sys.stdout.write(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one line and exit 2 for user errors; 130 after a clean interrupt."""
+    import click
+
+    from advbench.engine.signals import Interrupted
+
+    command = typer.main.get_command(app)
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    err = _console(stderr=True)
+    try:
+        command.main(args=args, prog_name="advbench", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return 130
+    except click.UsageError as exc:
+        if debug:
+            raise
+        where = f"advbench {exc.ctx.command_path.split(' ', 1)[1]} --help" if exc.ctx and " " in exc.ctx.command_path \
+            else "advbench --help"
+        err.print(f"error: {exc.format_message()} (see {where})", markup=False)
+        return 2
+    except UserError as exc:
+        if debug:
+            raise
+        err.print(f"error: {exc}", markup=False)
+        return exc.exit_code
+    except Interrupted as exc:
+        where = f"; resume with: advbench train --resume {exc.run_dir}" if exc.run_dir else ""
+        err.print(f"interrupted: {exc}; state saved{where}", markup=False)
+        return 130
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        return 130
+    return 0
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

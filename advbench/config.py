@@ -1,0 +1,235 @@
+"""Typed configs: the training config, ``--set key=value`` overrides and TOML recipes.
+
+Every option is a dataclass field with a type and a default. User text is converted to the field's
+type and validated here, so a bad value fails before any work starts, with one clear line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from advbench.errors import UserError
+from advbench.registry import closest
+from advbench.threat import parse_eps
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Convert ``value`` (often a string from the command line) to the type ``tp``."""
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None or (isinstance(value, str) and value.strip().lower() in {"none", "null", ""}):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except UserError as err:
+                errors.append(str(err))
+        raise UserError(errors[0] if errors else f"invalid value {value!r} for {where}")
+    if origin is Literal:
+        choices = get_args(tp)
+        text = str(value).strip().lower() if isinstance(value, str) else value
+        if text in choices:
+            return text
+        hint = closest(str(value), [str(c) for c in choices])
+        extra = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise UserError(f"invalid value {value!r} for {where}; choose one of {', '.join(map(str, choices))}{extra}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off"}:
+            return False
+        raise UserError(f"invalid value {value!r} for {where}; write true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise UserError(f"invalid value {value!r} for {where}; expected an integer")
+        if isinstance(value, int):
+            return value
+        try:
+            f = float(str(value).strip())
+        except ValueError:
+            raise UserError(f"invalid value {value!r} for {where}; expected an integer") from None
+        if not f.is_integer():
+            raise UserError(f"invalid value {value!r} for {where}; expected an integer")
+        return int(f)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        text = str(value).strip()
+        if "/" in text:  # paper-style fractions: 2/255
+            return parse_eps(text)[0]
+        try:
+            return float(text)
+        except ValueError:
+            raise UserError(f"invalid value {value!r} for {where}; expected a number") from None
+    if tp is str:
+        return str(value)
+    if origin in (list, tuple):
+        (inner, *_) = get_args(tp) or (str,)
+        items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v.strip()]
+        out = [_convert(v, inner, where) for v in items]
+        return tuple(out) if origin is tuple else out
+    if origin is dict or tp is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise UserError(f"invalid value {value!r} for {where}; expected a table")
+    return value
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved type hints of a dataclass's fields."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def apply_overrides(obj: Any, overrides: dict[str, Any], what: str) -> Any:
+    """Return a copy of dataclass ``obj`` with ``overrides`` converted to the field types.
+
+    ``what`` names the config in errors ("defense 'trades'"). Unknown keys are a UserError with the
+    closest valid keys.
+    """
+    types_ = field_types(type(obj))
+    changes = {}
+    for key, value in overrides.items():
+        name = key.replace("-", "_")
+        if name not in types_:
+            hint = closest(name, list(types_))
+            extra = f"; did you mean {hint[0]!r}?" if hint else f"; valid keys: {', '.join(types_)}"
+            raise UserError(f"unknown option '{key}' for {what}{extra}")
+        changes[name] = _convert(value, types_[name], f"{what} option '{key}'")
+    new = dataclasses.replace(obj, **changes)
+    validate = getattr(new, "validate", None)
+    if callable(validate):
+        validate()
+    return new
+
+
+def config_to_dict(obj: Any) -> dict[str, Any]:
+    """JSON-able dict of a dataclass config (tuples become lists)."""
+    return json_safe(dataclasses.asdict(obj))
+
+
+def json_safe(value: Any) -> Any:
+    """Recursively convert tuples to lists and Paths to strings."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def parse_set_options(items: list[str] | None) -> dict[str, str]:
+    """Parse repeated ``--set key=value`` strings into a dict (later ones win)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"invalid --set '{item}'; write --set key=value, e.g. --set beta=6")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise UserError(f"invalid --set '{item}': empty key; write --set key=value")
+        out[key] = value.strip()
+    return out
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML recipe; one-line UserError when missing or malformed."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}; pass an existing TOML file to --config")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"invalid TOML in {p}: {err}") from None
+
+
+ScheduleName = Literal["multistep", "cosine", "piecewise-linear", "constant"]
+SelectRule = Literal["val-robust", "val-clean", "last", "test-robust"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved resolved in ``config.json``)."""
+
+    dataset: str = "synthetic"
+    model: str = "small-cnn"
+    defense: str = "standard"
+    eps: str = "8/255"
+    norm: Literal["linf", "l2"] = "linf"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: ScheduleName = "multistep"
+    milestones: list[float] = field(default_factory=list)  # epochs (fractions allowed); default 50%, 75%
+    gamma: float = 0.1
+    seed: int = 0
+    n_train: int | None = None
+    val_size: int | None = None
+    split_seed: int = 0
+    data_dir: str | None = None
+    download: bool = False
+    val_n: int = 500  # validation images attacked per epoch
+    val_attack_steps: int = 10
+    select: SelectRule = "val-robust"
+    device: str = "auto"
+    init_from: str | None = None  # fine-tune from a run's (or file's) weights
+    max_batches_per_epoch: int | None = None  # debugging / smoke runs
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, Any] = field(default_factory=dict)
+    defense_options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Check ranges that types alone do not catch."""
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise UserError(f"--lr must be > 0, got {self.lr}")
+        if self.n_train is not None and self.n_train < 1:
+            raise UserError(f"--n-train must be >= 1, got {self.n_train}")
+        if self.val_n < 0 or self.val_attack_steps < 0:
+            raise UserError("val_n and val_attack_steps must be >= 0")
+        parse_eps(self.eps)
+
+    def resolved_milestones(self) -> list[float]:
+        """Milestone epochs for the multistep schedule (default: 50% and 75% of training)."""
+        return list(self.milestones) if self.milestones else [0.5 * self.epochs, 0.75 * self.epochs]
+
+
+def lr_factor(cfg: TrainConfig, t: float) -> float:
+    """Learning-rate multiplier at fractional epoch ``t`` (updated every iteration)."""
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "multistep":
+        return cfg.gamma ** sum(1 for m in cfg.resolved_milestones() if t >= m)
+    if cfg.schedule == "cosine":
+        import math
+
+        return 0.5 * (1 + math.cos(math.pi * min(t / cfg.epochs, 1.0)))
+    # piecewise-linear (fast-AT style triangle): 0 -> 1 at 40% of training -> 0 at the end
+    peak = 0.4 * cfg.epochs
+    if t <= peak:
+        return t / peak if peak > 0 else 1.0
+    return max(0.0, (cfg.epochs - t) / (cfg.epochs - peak))
+
+
+TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}

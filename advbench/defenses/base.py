@@ -1,0 +1,100 @@
+"""The defense interface.
+
+A defense has a typed ``Options`` dataclass with the paper defaults and a ``loss(model, x, y, ctx)``
+returning the training loss and a dict of logged scalars. The default :meth:`Defense.train_step` is
+zero_grad / loss / backward / step; defenses that need more (AWP's weight perturbation, SOAR's
+regularizer-gradient clipping) override it. ``on_epoch_start`` serves curricula (SAT lambda schedules,
+AWP warm-up). The engine knows nothing else about a defense.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from advbench.config import apply_overrides, config_to_dict
+from advbench.registry import Registry
+from advbench.threat import ThreatModel
+
+
+@dataclass
+class StepContext:
+    """What a defense may know about the current step."""
+
+    epoch: int  # 0-based
+    step: int  # batch index within the epoch
+    steps_per_epoch: int
+    epochs: int
+    num_classes: int
+    idx: torch.Tensor | None = None  # dataset indices of the batch (per-sample state, e.g. MMA)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def progress(self) -> float:
+        """Fractional epoch (epoch + step / steps_per_epoch)."""
+        return self.epoch + self.step / max(1, self.steps_per_epoch)
+
+
+@dataclass
+class NoOptions:
+    """A defense without options."""
+
+
+class Defense:
+    """Base class of every defense; subclasses set ``name``, ``Options`` and implement :meth:`loss`."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    #: forward and backward passes per step the method inherently needs (for the cost benchmark)
+    inherent_passes: ClassVar[tuple[float, float] | None] = None
+
+    def __init__(self, threat: ThreatModel, options: Any | None = None, **overrides: Any) -> None:
+        self.threat = threat
+        opts = options if options is not None else self.Options()
+        self.options = apply_overrides(opts, overrides, f"defense '{self.name}'") if overrides else opts
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss on one batch and scalars to log (``acc`` = training accuracy if known)."""
+        raise NotImplementedError
+
+    def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                   ctx: StepContext) -> dict[str, float]:
+        """One optimisation step; returns the logged scalars including ``loss``."""
+        optimizer.zero_grad(set_to_none=True)
+        loss, logs = self.loss(model, x, y, ctx)
+        loss.backward()
+        optimizer.step()
+        return {"loss": float(loss.detach()), **logs}
+
+    def on_epoch_start(self, epoch: int, model: nn.Module) -> dict[str, float]:
+        """Hook for curricula; returns scalars to log for the epoch."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Per-defense state that must survive a resume (e.g. MMA's per-sample eps)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+    def describe(self) -> dict[str, Any]:
+        """JSON record: name and every option."""
+        return {"defense": self.name, "options": config_to_dict(self.options)}
+
+
+DEFENSES: Registry[type[Defense]] = Registry("defense")
+
+
+def build_defense(name: str, threat: ThreatModel, options: dict[str, Any] | None = None) -> Defense:
+    """Instantiate the defense registered as ``name`` with typed option overrides."""
+    cls = DEFENSES.get(name)
+    return cls(threat, **(options or {}))
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of correct predictions."""
+    return float((logits.argmax(1) == y).float().mean())

@@ -1,0 +1,20 @@
+"""Standard (empirical risk minimisation) training."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from advbench.defenses.base import DEFENSES, Defense, accuracy
+
+
+@DEFENSES.register("standard", help="Standard training: cross-entropy on clean images")
+class Standard(Defense):
+    """Minimise CE(f(x), y) on clean images."""
+
+    name = "standard"
+    inherent_passes = (1.0, 1.0)
+
+    def loss(self, model, x, y, ctx):
+        """Mean cross-entropy on the clean batch."""
+        logits = model(x)
+        return F.cross_entropy(logits, y), {"acc": accuracy(logits, y)}

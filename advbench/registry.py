@@ -1,0 +1,84 @@
+"""One tiny generic registry used by datasets, models, defenses, attacks and suites."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from advbench.errors import UserError
+
+T = TypeVar("T")
+
+
+def closest(name: str, choices: list[str], n: int = 3) -> list[str]:
+    """Return up to ``n`` names from ``choices`` that look like ``name`` (typo suggestions)."""
+    key = name.lower().replace("_", "-")
+    hits = difflib.get_close_matches(key, choices, n=n, cutoff=0.5)
+    # also match when the dashes were dropped ("psat" -> "p-sat")
+    squashed = {c.replace("-", ""): c for c in choices}
+    if key.replace("-", "") in squashed and squashed[key.replace("-", "")] not in hits:
+        hits.insert(0, squashed[key.replace("-", "")])
+    return hits[:n]
+
+
+def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:
+    """One-line message for an unknown registry name, with the closest valid names."""
+    hits = closest(name, choices)
+    if hits:
+        return f"unknown {kind} '{name}'; did you mean {' or '.join(repr(h) for h in hits)}?"
+    return f"unknown {kind} '{name}'; choose one of: {', '.join(sorted(choices))}"
+
+
+class Registry(Generic[T]):
+    """A name -> object mapping with decorator registration and typo-tolerant lookup.
+
+    ``kind`` is the word used in error messages ("defense", "attack", ...).
+    Names are lower-case with dashes; lookups accept underscores too.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+        self._help: dict[str, str] = {}
+
+    def register(self, name: str, help: str = "") -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name``; fails on duplicates."""
+
+        def deco(obj: T) -> T:
+            self.add(name, obj, help)
+            return obj
+
+        return deco
+
+    def add(self, name: str, obj: T, help: str = "") -> None:
+        """Register ``obj`` under ``name`` (a duplicate name is a programming error)."""
+        if name in self._items:
+            raise ValueError(f"{self.kind} '{name}' registered twice")
+        self._items[name] = obj
+        doc = help or (getattr(obj, "__doc__", None) or "").strip().splitlines()
+        self._help[name] = doc if isinstance(doc, str) else (doc[0] if doc else "")
+
+    def get(self, name: str) -> T:
+        """Return the object registered as ``name``; a UserError with suggestions if unknown."""
+        key = name.strip().lower().replace("_", "-")
+        if key not in self._items:
+            raise UserError(unknown_name_message(self.kind, name, list(self._items)))
+        return self._items[key]
+
+    def help(self, name: str) -> str:
+        """One-line description of ``name``."""
+        return self._help.get(name, "")
+
+    def names(self) -> list[str]:
+        """Registered names in registration order."""
+        return list(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower().replace("_", "-") in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,53 @@
+"""Comparison grids: rows = defense (with key hyperparameters), columns = Clean + attacks + worst case."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+
+def _fmt(values: list[float], digits: int = 2) -> str:
+    vals = [100 * v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return "—"
+    mean = sum(vals) / len(vals)
+    if len(vals) == 1:
+        return f"{mean:.{digits}f}"
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def comparison_grid(frame: pd.DataFrame, suite: str | None = None) -> pd.DataFrame:
+    """Accuracy grid (percent) with mean ± std (sample std) over runs that differ only in seed.
+
+    Row labels add dataset/model/eps when the frame mixes several of them. When several eps were
+    attacked, attack columns are suffixed ``@eps``. ``suite`` restricts to one suite.
+    """
+    if frame.empty:
+        return pd.DataFrame()
+    df = frame if suite is None else frame[frame["suite"] == suite]
+    if df.empty:
+        return pd.DataFrame()
+    df = df.copy()
+    multi_eps = df.loc[df["kind"] != "clean", "eps"].nunique() > 1
+    df["column"] = [a if (k == "clean" or not multi_eps) else f"{a}@{e}"
+                    for a, k, e in zip(df["attack"], df["kind"], df["eps"], strict=True)]
+    row_label = df["label"].astype(str)
+    for col in ("dataset", "model", "train_eps"):
+        if df[col].nunique() > 1:
+            row_label = row_label + " / " + df[col].astype(str)
+    df["row"] = row_label
+    # several suites of one run may repeat the clean column: keep one value per run and column
+    df = df.drop_duplicates(subset=["run", "column"], keep="first")
+    columns = list(dict.fromkeys(["Clean", *[c for c in df["column"] if c != "Clean"]]))
+    worst = [c for c in columns if c.startswith("Worst case")]
+    columns = [c for c in columns if c not in worst] + worst
+    rows = list(dict.fromkeys(df["row"]))
+    table = pd.DataFrame(index=rows, columns=columns, dtype=object)
+    table.index.name = "Defense"
+    for (row, col), group in df.groupby(["row", "column"], sort=False):
+        table.loc[row, col] = _fmt(list(group["accuracy"]))
+    seeds = df.groupby("row")["run"].nunique()
+    table.insert(0, "Runs", [int(seeds[r]) for r in rows])
+    return table.fillna("—")

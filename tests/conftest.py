@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny linear models with analytic adversarial optima, and a CPU-only, quiet setup."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+os.environ.setdefault("ADVBENCH_DATA_DIR", "/nonexistent-advbench-data")  # tests never read a real cache
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+class TwoClassLinear(nn.Module):
+    """logits = [0, w·x + b]: class 1 iff w·x + b > 0; margin of class y is ±(w·x + b)."""
+
+    def __init__(self, w: torch.Tensor, b: float) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w.clone())
+        self.b = nn.Parameter(torch.tensor(float(b), dtype=w.dtype))
+        self.bn = nn.BatchNorm1d(1)  # present only to prove attacks do not touch BN state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.flatten(1) @ self.w + self.b
+        return torch.stack([torch.zeros_like(s), s], dim=1)
+
+
+@pytest.fixture
+def linear_problem():
+    """A 2-class linear model and points in the interior of [0,1]^d (so the box never binds)."""
+    g = torch.Generator().manual_seed(0)
+    d = 48
+    w = torch.randn(d, generator=g, dtype=torch.float64)
+    x = 0.3 + 0.4 * torch.rand(64, 3, 4, 4, generator=g, dtype=torch.float64)
+    s = x.flatten(1) @ w
+    b = -float(s.median())
+    y = ((s + b) > 0).long()
+    model = TwoClassLinear(w, b).double().eval()
+    return model, x, y, w, b

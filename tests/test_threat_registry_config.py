@@ -1,0 +1,97 @@
+"""eps parsing, the registry's suggestions and typed --set overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pytest
+
+from advbench.config import TrainConfig, apply_overrides, lr_factor, parse_set_options
+from advbench.errors import UserError
+from advbench.registry import Registry
+from advbench.threat import ThreatModel, parse_eps, parse_eps_list, parse_norm
+
+
+@pytest.mark.parametrize("text,value,literal", [
+    ("8/255", 8 / 255, "8/255"), ("2/255", 2 / 255, "2/255"), ("0.031", 0.031, "0.031"),
+    ("0.5", 0.5, "0.5"), ("1.74", 1.74, "1.74"), (" 16 / 255 ", 16 / 255, "16/255"), ("0", 0.0, "0"),
+    ("1e-3", 1e-3, "1e-3"), (0.25, 0.25, "0.25"),
+])
+def test_parse_eps_good(text, value, literal):
+    v, t = parse_eps(text)
+    assert v == pytest.approx(value, abs=0, rel=1e-15)
+    assert t == literal
+
+
+def test_eps_text_keeps_8_255_distinct_from_0_031():
+    a, b = ThreatModel.parse("8/255"), ThreatModel.parse("0.031")
+    assert a.eps_text != b.eps_text and a.eps != b.eps
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "8/0", "-0.1", "8/255/2", "inf", "nan", "1/-3", "eight"])
+def test_parse_eps_bad(bad):
+    with pytest.raises(UserError) as err:
+        parse_eps(bad)
+    assert "\n" not in str(err.value) and "eps" in str(err.value)
+
+
+def test_eps_list_and_norm():
+    assert [t for _, t in parse_eps_list("4/255,6/255, 8/255")] == ["4/255", "6/255", "8/255"]
+    assert parse_norm("Linf") == "linf" and parse_norm("L2") == "l2" and parse_norm("inf") == "linf"
+    with pytest.raises(UserError):
+        parse_norm("l1")
+
+
+def test_registry_suggests_closest():
+    reg: Registry[int] = Registry("defense")
+    reg.add("p-sat", 1)
+    reg.add("h-sat", 2)
+    reg.add("pgd-at", 3)
+    assert reg.get("P_SAT") == 1
+    with pytest.raises(UserError) as err:
+        reg.get("psat")
+    assert str(err.value).startswith("unknown defense 'psat'; did you mean 'p-sat'")
+    with pytest.raises(ValueError):
+        reg.add("p-sat", 4)
+
+
+@dataclass
+class _Opts:
+    beta: float = 6.0
+    steps: int = 10
+    mode: Literal["train", "eval"] = "eval"
+    flag: bool = False
+    step: float | None = None
+
+
+def test_typed_overrides():
+    o = apply_overrides(_Opts(), {"beta": "9", "steps": "20", "mode": "train", "flag": "true", "step": "2/255"}, "x")
+    assert o == _Opts(beta=9.0, steps=20, mode="train", flag=True, step=2 / 255)
+    assert apply_overrides(_Opts(), {"step": "none"}, "x").step is None
+    for bad in ({"steps": "2.5"}, {"beta": "abc"}, {"mode": "test"}, {"flag": "maybe"}, {"betta": "1"}):
+        with pytest.raises(UserError) as err:
+            apply_overrides(_Opts(), bad, "defense 'trades'")
+        assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match="did you mean 'beta'"):
+        apply_overrides(_Opts(), {"betta": "1"}, "defense 'trades'")
+
+
+def test_set_parsing():
+    assert parse_set_options(["beta=6", "model.bn=false", "beta=9"]) == {"beta": "9", "model.bn": "false"}
+    with pytest.raises(UserError):
+        parse_set_options(["beta"])
+
+
+def test_lr_schedules():
+    cfg = TrainConfig(epochs=200, schedule="multistep", milestones=[100, 150])
+    assert lr_factor(cfg, 99.9) == 1.0 and lr_factor(cfg, 100) == pytest.approx(0.1)
+    assert lr_factor(cfg, 160) == pytest.approx(0.01)
+    default = TrainConfig(epochs=10)
+    assert lr_factor(default, 4.99) == 1.0 and lr_factor(default, 5.0) == pytest.approx(0.1)
+    assert lr_factor(default, 7.5) == pytest.approx(0.01)
+    cos = TrainConfig(epochs=10, schedule="cosine")
+    assert lr_factor(cos, 0) == 1.0 and lr_factor(cos, 5) == pytest.approx(0.5) and lr_factor(cos, 10) == 0
+    tri = TrainConfig(epochs=10, schedule="piecewise-linear")
+    assert lr_factor(tri, 0) == 0 and lr_factor(tri, 4) == 1 and lr_factor(tri, 10) == 0
+    assert lr_factor(tri, 7) == pytest.approx(0.5)
