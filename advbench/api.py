@@ -59,7 +59,8 @@ def make_train_config(options: dict[str, Any] | None = None, settings: dict[str,
     defense = str(merged.get("defense", TrainConfig.defense))
     from advbench.defenses import DEFENSES
 
-    DEFENSES.get(defense)  # fail early on an unknown defense, with suggestions
+    defense = DEFENSES.canonical(defense)  # fail early on an unknown defense, with suggestions
+    merged["defense"] = defense
     train, dopts, mopts, dsopts = _split_overrides(defense, sets)
     merged.update(train)
     for key, extra in (("defense_options", dopts), ("model_options", mopts), ("dataset_options", dsopts)):

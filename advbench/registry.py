@@ -41,12 +41,15 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._help: dict[str, str] = {}
+        self._aliases: dict[str, str] = {}
 
-    def register(self, name: str, help: str = "") -> Callable[[T], T]:
-        """Decorator registering ``obj`` under ``name``; fails on duplicates."""
+    def register(self, name: str, help: str = "", aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name`` (and hidden ``aliases``); fails on duplicates."""
 
         def deco(obj: T) -> T:
             self.add(name, obj, help)
+            for alias in aliases:
+                self.alias(alias, name)
             return obj
 
         return deco
@@ -59,9 +62,24 @@ class Registry(Generic[T]):
         doc = help or (getattr(obj, "__doc__", None) or "").strip().splitlines()
         self._help[name] = doc if isinstance(doc, str) else (doc[0] if doc else "")
 
+    def alias(self, alias: str, name: str) -> None:
+        """Let ``alias`` (e.g. the spec's spelling ``psat``) resolve to ``name``; aliases are not listed."""
+        if alias in self._items or alias in self._aliases:
+            raise ValueError(f"{self.kind} alias '{alias}' registered twice")
+        self._aliases[alias] = name
+
+    def canonical(self, name: str) -> str:
+        """The registered name for ``name`` or one of its aliases (UserError if unknown)."""
+        key = name.strip().lower().replace("_", "-")
+        key = self._aliases.get(key, key)
+        if key not in self._items:
+            raise UserError(unknown_name_message(self.kind, name, list(self._items)))
+        return key
+
     def get(self, name: str) -> T:
         """Return the object registered as ``name``; a UserError with suggestions if unknown."""
         key = name.strip().lower().replace("_", "-")
+        key = self._aliases.get(key, key)
         if key not in self._items:
             raise UserError(unknown_name_message(self.kind, name, list(self._items)))
         return self._items[key]
@@ -75,7 +93,10 @@ class Registry(Generic[T]):
         return list(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower().replace("_", "-") in self._items
+        if not isinstance(name, str):
+            return False
+        key = name.lower().replace("_", "-")
+        return key in self._items or key in self._aliases
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
