@@ -243,11 +243,22 @@ def quickstart(
     sys.stdout.write(text)
 
 
+def _click_exceptions():
+    """Click's exception classes: typer >= 0.2x vendors click as ``typer._click``; older typer uses click."""
+    try:
+        from typer._click import exceptions as exc_mod  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - older typer
+        from click import exceptions as exc_mod
+    exit_cls = getattr(exc_mod, "Exit", typer.Exit)
+    abort_cls = getattr(exc_mod, "Abort", typer.Abort)
+    return exc_mod.UsageError, exit_cls, abort_cls
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line and exit 2 for user errors; 130 after a clean interrupt."""
-    import click
-
     from advbench.engine.signals import Interrupted
+
+    usage_error, exit_error, abort_error = _click_exceptions()
 
     command = typer.main.get_command(app)
     args = list(sys.argv[1:] if argv is None else argv)
@@ -255,12 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     err = _console(stderr=True)
     try:
         command.main(args=args, prog_name="advbench", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
-    except click.exceptions.Abort:
+    except exit_error as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except abort_error:
         err.print("aborted")
         return 130
-    except click.UsageError as exc:
+    except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `advbench`: show the help
+            sys.stdout.write(exc.format_message() + "\n")
+            return 0
         if debug:
             raise
         where = f"advbench {exc.ctx.command_path.split(' ', 1)[1]} --help" if exc.ctx and " " in exc.ctx.command_path \

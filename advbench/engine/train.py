@@ -338,7 +338,7 @@ def load_run_model(run_dir: str | Path, checkpoint: str = "best", device: str | 
     run_dir = runs.resolve_run(run_dir)
     record = runs.read_json(run_dir / "config.json")
     cfg = TrainConfig(**record["config"])
-    info = dataset_info(cfg.dataset)
+    info = dataset_info(cfg.dataset, cfg.dataset_options)
     c, h, _ = record.get("input_shape", info.shape)
     model = build_model(cfg.model, num_classes=record.get("num_classes", info.num_classes), in_channels=c,
                         input_size=h, mean=info.mean, std=info.std, options=cfg.model_options)
