@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 os.environ.setdefault("ADVBENCH_DATA_DIR", "/nonexistent-advbench-data")  # tests never read a real cache
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(1)  # tiny tensors: one thread is fastest and avoids oversubscription
 
 
 class TwoClassLinear(nn.Module):
