@@ -71,7 +71,10 @@ class Defense:
         return {"loss": float(loss.detach()), **logs}
 
     def on_epoch_start(self, epoch: int, model: nn.Module) -> dict[str, float]:
-        """Hook for curricula; returns scalars to log for the epoch."""
+        """Hook for curricula; returns scalars to log for the epoch.
+
+        Called at the start of every epoch and again when a run resumes mid-epoch, so it must be
+        idempotent (a pure function of the epoch, like a lambda schedule)."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:

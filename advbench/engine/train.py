@@ -210,7 +210,7 @@ class Trainer:
         """One epoch of training, then validation and checkpoints."""
         cfg = self.cfg
         first = self.start_batch if epoch == self.start_epoch else 0
-        epoch_logs = self.defense.on_epoch_start(epoch, self.model) if first == 0 else {}
+        epoch_logs = self.defense.on_epoch_start(epoch, self.model)  # idempotent: also on a mid-epoch resume
         if first == 0:
             self.partial = {}
         self.model.train()
@@ -260,9 +260,10 @@ class Trainer:
                                   "epoch": epoch, "select": cfg.select, "score": score})
         self.partial = {}
         runs.save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self.checkpoint_state(epoch + 1, 0))
-        self.write_summary("running" if epoch + 1 < cfg.epochs else "completed")
+        stopping = self.stop.requested and epoch + 1 < cfg.epochs
+        self.write_summary("completed" if epoch + 1 >= cfg.epochs else "interrupted" if stopping else "running")
         self.progress.log(self._epoch_line(record))
-        if self.stop.requested and epoch + 1 < cfg.epochs:
+        if stopping:
             raise Interrupted(f"stopped after epoch {epoch + 1}", str(self.run_dir))
 
     def _accumulate(self, logs: dict[str, float], n: int) -> None:
