@@ -1,17 +1,17 @@
 """advbench: benchmark adversarial robustness of image classifiers.
 
-The Python API mirrors the CLI: :func:`train`, :func:`attack` and :func:`report`.
+The Python API mirrors the CLI: :func:`train`, :func:`attack`, :func:`evaluate` and :func:`report`.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "attack", "report", "train"]
+__all__ = ["__version__", "attack", "evaluate", "report", "train"]
 
 
 def __getattr__(name: str):  # lazy: importing advbench must not import torch
-    if name in {"train", "attack", "report"}:
+    if name in {"train", "attack", "evaluate", "report"}:
         from advbench import api
 
         return getattr(api, name)

@@ -106,28 +106,155 @@ def train(*, out: str | Path = "runs", name: str | None = None, resume: str | Pa
 
 def _suite_for(suite: str | None, attack: str | None, attack_options: dict[str, Any] | None):
     from advbench.attacks import ATTACKS, SUITES, single_attack_suite
+    from advbench.threat import ThreatModel
 
     if attack:
-        ATTACKS.get(attack)
-        return single_attack_suite(attack, attack_options or {})
+        name = ATTACKS.canonical(attack)
+        ATTACKS.get(name)(ThreatModel(), **(attack_options or {}))  # typed options fail here, before any work
+        return single_attack_suite(name, attack_options or {})
     if attack_options:
         raise UserError("--set for attacks needs --attack NAME (suites have fixed settings)")
     return SUITES.get(suite or "pgd")
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
+
+
+def load_model_module(spec: str, checkpoint: str | Path | None = None, device: Any = "cpu") -> Any:
+    """Build a model from ``pkg.module:factory`` (a callable returning an ``nn.Module``, or a module object)
+    and load a state dict from ``checkpoint`` (its ``model`` or ``state_dict`` entry, or the dict itself)."""
+    import importlib
+    import sys
+
+    from torch import nn
+
+    if ":" not in spec:
+        raise UserError(f"--model-module '{spec}' must be pkg.module:factory (e.g. mymodels.nets:make_model)")
+    mod_name, attr = spec.split(":", 1)
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # like `python -m`: modules in the working directory import
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as err:
+        raise UserError(f"cannot import '{mod_name}' for --model-module: {err}") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UserError(f"'{mod_name}' has no attribute '{attr}' (--model-module {spec})")
+        obj = getattr(obj, part)
+    if not isinstance(obj, nn.Module):
+        if not callable(obj):
+            raise UserError(f"--model-module {spec} is neither a model nor a callable returning one")
+        try:
+            obj = obj()
+        except Exception as err:  # noqa: BLE001 - the user's factory failed; say so in one line
+            raise UserError(f"--model-module {spec}: the factory raised {type(err).__name__}: {err}") from None
+        if not isinstance(obj, nn.Module):
+            raise UserError(f"--model-module {spec} returned {type(obj).__name__}, not a torch.nn.Module")
+    if checkpoint is not None:
+        ckpt = runs.load_checkpoint(checkpoint, map_location="cpu")
+        state = ckpt
+        if isinstance(ckpt, dict):
+            state = ckpt.get("model", ckpt.get("state_dict", ckpt))
+        try:
+            obj.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as err:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise UserError(f"--checkpoint {checkpoint}: weights do not fit the model ({first})") from None
+    return obj.to(device).eval()
+
+
+def _external_record(name: str, dataset: str, eps: str, norm: str, seed: int, spec: str | None,
+                     checkpoint: str | None) -> dict[str, Any]:
+    """config.json for a directory of results on a model advbench did not train (so reports can read it)."""
+    from advbench.config import config_to_dict
+
+    cfg = TrainConfig(dataset=dataset, model=name, defense=f"external:{name}", eps=eps, norm=norm, seed=seed)  # type: ignore[arg-type]
+    return {"kind": "external", "config": config_to_dict(cfg), "model_module": spec, "checkpoint": checkpoint,
+            "versions": runs.package_versions()}
+
+
+def _load_source(source: Any, dev: Any) -> tuple[Any, dict[str, Any] | None]:
+    """The transfer source: a run directory (its best checkpoint) or a model object."""
+    from torch import nn
+
+    if source is None:
+        return None, None
+    if isinstance(source, nn.Module):
+        return source.to(dev).eval(), {"model": type(source).__name__}
+    src = runs.resolve_run(source)
+    model, _record = _load_any_run_model(src, "best", dev)
+    ckpt = src / "checkpoints" / "best.pt"
+    epoch = runs.load_checkpoint(ckpt).get("epoch") if ckpt.is_file() else None
+    return model, {"run": str(src), "checkpoint": "best", "epoch": epoch}
+
+
+def _load_any_run_model(run_dir: Path, checkpoint: str, dev: Any) -> tuple[Any, dict[str, Any]]:
+    """A trained run's model, or an external-model directory's model (rebuilt from its module spec)."""
+    record = runs.read_json(run_dir / "config.json")
+    if record.get("kind") == "external":
+        if not record.get("model_module"):
+            raise UserError(f"{run_dir} holds results of a Python-API model; attack it with advbench.evaluate(model)")
+        ckpt = record.get("checkpoint") if checkpoint in {"best", "last"} else checkpoint
+        return load_model_module(record["model_module"], ckpt, dev), record
+    from advbench.engine.train import load_run_model
+
+    return load_run_model(run_dir, checkpoint, dev)
+
+
+def _run_job(model: Any, data: Any, *, the_suite: Any, threats: list[Any], n_eval: int, batch_size: int, seed: int,
+             described: dict[str, Any] | None, out_dir: Path, dev: Any, source_model: Any,
+             source_desc: dict[str, Any] | None, hygiene: bool, force: bool, quiet: bool, stop: Any,
+             batch_hook: Any, attack_hook: Any) -> dict[str, Any]:
+    """Shared tail of :func:`attack` and :func:`evaluate`: build the job, reuse a stored result, run, write."""
+    from advbench.attacks.base import AttackContext
+    from advbench.engine.evaluate import EvalJob, evaluate_suite
+    from advbench.engine.progress import make_progress
+    from advbench.engine.signals import StopFlag, stop_on_signals
+
+    job = EvalJob(suite=the_suite, threats=threats, n_eval=n_eval, batch_size=batch_size, seed=seed,
+                  source=described, transfer_source=source_desc, hygiene=hygiene,
+                  available=frozenset({"source_model"} if source_model is not None else set()))
+    if not job.entries():
+        reasons = "; ".join(f"{s['label']}: {s['reason']}" for s in job.skipped())
+        raise UserError(f"nothing to run in suite '{the_suite.name}' ({reasons})")
+    out_file = out_dir / "attacks" / f"{the_suite.name}.json"
+    if out_file.is_file() and not force:
+        existing = runs.read_json(out_file)
+        if existing.get("fingerprint") == job.fingerprint():
+            return existing
+    flag = stop or StopFlag()
+    context = AttackContext(source_model=source_model, source=source_desc, hook=attack_hook)
+    with runs.RunLock(out_dir, f"attack {the_suite.name}"), make_progress(quiet) as progress, \
+            stop_on_signals(flag):
+        return evaluate_suite(model, data, job, out_file, device=dev, progress=progress, stop=flag,
+                              batch_hook=batch_hook, context=context)
+
+
+def _threats(eps: str | None, norm: str, default_eps: str) -> list[Any]:
+    from advbench.threat import ThreatModel, parse_eps_list
+
+    return [ThreatModel.parse(e, norm) for _, e in parse_eps_list(eps)] if eps else [ThreatModel.parse(default_eps,
+                                                                                                      norm)]
 
 
 def attack(run: str | Path, *, suite: str | None = "pgd", attack: str | None = None,
            attack_options: dict[str, Any] | list[str] | None = None, eps: str | None = None,
            norm: str | None = None, n_eval: int = 1000, batch_size: int = 256, seed: int = 0,
            checkpoint: str = "best", device: str = "auto", force: bool = False, quiet: bool = True,
-           stop: Any = None, batch_hook: Any = None) -> dict[str, Any]:
-    """Attack a trained run with a suite (or one ``attack``); writes and returns attacks/<suite>.json."""
+           stop: Any = None, batch_hook: Any = None, source: str | Path | Any = None, hygiene: bool = True,
+           attack_hook: Any = None) -> dict[str, Any]:
+    """Attack a trained run with a suite (or one ``attack``); writes and returns attacks/<suite>.json.
+
+    ``source`` (a run directory or a model) is the model transfer attacks are crafted on; ``hygiene``
+    runs the model probe behind the checks; ``attack_hook(event, **info)`` sees attack-internal
+    checkpoints (AutoAttack components).
+    """
     from advbench.data import load_splits
     from advbench.engine.common import resolve_device
-    from advbench.engine.evaluate import EvalJob, evaluate_suite
-    from advbench.engine.progress import make_progress
-    from advbench.engine.signals import StopFlag, stop_on_signals
-    from advbench.engine.train import load_run_model
-    from advbench.threat import ThreatModel, parse_eps_list
 
     run_dir = runs.resolve_run(run)
     if n_eval < 1 or batch_size < 1:
@@ -136,33 +263,80 @@ def attack(run: str | Path, *, suite: str | None = "pgd", attack: str | None = N
     the_suite = _suite_for(suite, attack, opts)
     record = runs.read_json(run_dir / "config.json")
     cfg = TrainConfig(**record["config"])
-    run_norm = norm or cfg.norm
-    threats = [ThreatModel.parse(e, run_norm) for _, e in parse_eps_list(eps)] if eps else \
-        [ThreatModel.parse(cfg.eps, run_norm)]
+    threats = _threats(eps, norm or cfg.norm, cfg.eps)
     dev = resolve_device(device)
-    model, _ = load_run_model(run_dir, checkpoint, dev)
+    model, _ = _load_any_run_model(run_dir, checkpoint, dev)
     ckpt_epoch = None
-    if checkpoint in {"best", "last"}:
+    if checkpoint in {"best", "last"} and record.get("kind") != "external":
         ckpt_epoch = runs.load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt").get("epoch")
     splits = load_splits(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, n_train=cfg.n_train,
                          val_size=cfg.val_size, split_seed=cfg.split_seed, n_test=n_eval, options=cfg.dataset_options)
-    job = EvalJob(suite=the_suite, threats=threats, n_eval=n_eval, batch_size=batch_size, seed=seed,
-                  source={"run": run_dir.name, "checkpoint": checkpoint, "epoch": ckpt_epoch})
-    out_file = run_dir / "attacks" / f"{the_suite.name}.json"
-    if out_file.is_file() and not force:
-        existing = runs.read_json(out_file)
-        if existing.get("fingerprint") == job.fingerprint():
-            return existing
-    flag = stop or StopFlag()
-    with runs.RunLock(run_dir, f"attack {the_suite.name}"), make_progress(quiet) as progress, \
-            stop_on_signals(flag):
-        return evaluate_suite(model, splits.test, job, out_file, device=dev, progress=progress, stop=flag,
-                              batch_hook=batch_hook)
+    source_model, source_desc = _load_source(source, dev)
+    return _run_job(model, splits.test, the_suite=the_suite, threats=threats, n_eval=n_eval, batch_size=batch_size,
+                    seed=seed, described={"run": run_dir.name, "checkpoint": checkpoint, "epoch": ckpt_epoch},
+                    out_dir=run_dir, dev=dev, source_model=source_model, source_desc=source_desc, hygiene=hygiene,
+                    force=force, quiet=quiet, stop=stop, batch_hook=batch_hook, attack_hook=attack_hook)
+
+
+def evaluate(model: Any, *, dataset: Any = "synthetic", suite: str | None = "pgd", attack: str | None = None,
+             attack_options: dict[str, Any] | list[str] | None = None, eps: str | None = "8/255", norm: str = "linf",
+             n_eval: int = 1000, batch_size: int = 256, seed: int = 0, out: str | Path = "runs/external",
+             name: str | None = None, checkpoint: str | Path | None = None, source: Any = None,
+             data_dir: str | None = None, download: bool = False, dataset_options: dict[str, Any] | None = None,
+             device: str = "auto", force: bool = False, quiet: bool = True, stop: Any = None, batch_hook: Any = None,
+             hygiene: bool = True, attack_hook: Any = None) -> dict[str, Any]:
+    """Evaluate any model (inputs in [0, 1], logits out) with a suite; same result and JSON as ``advbench attack``.
+
+    ``model``: an ``nn.Module`` or a ``pkg.module:factory`` spec (with optional ``checkpoint``).
+    ``dataset``: a registered dataset name (its test split) or ``(x, y)`` tensors (uint8 or [0, 1] floats).
+    Writes ``out/attacks/<suite>.json`` (and ``out/config.json`` describing the model, so that
+    ``advbench report out`` shows it). ``source``: a model or run directory for transfer attacks.
+    """
+    from advbench.engine.common import resolve_device
+    from advbench.threat import parse_norm
+
+    if n_eval < 1 or batch_size < 1:
+        raise UserError("n_eval and batch_size must be >= 1")
+    dev = resolve_device(device)
+    spec = model if isinstance(model, str) else None
+    net = load_model_module(model, checkpoint, dev) if spec else model.to(dev).eval()
+    label = name or (spec.split(":")[-1] if spec else type(model).__name__)
+    opts = parse_set_options(attack_options) if isinstance(attack_options, list) else attack_options
+    the_suite = _suite_for(suite, attack, opts)
+    the_norm = parse_norm(norm)
+    threats = _threats(eps, the_norm, "8/255")
+    if isinstance(dataset, str):
+        from advbench.data import load_splits
+
+        data: Any = load_splits(dataset, data_dir=data_dir, download=download, n_test=n_eval,
+                                options=dataset_options).test
+        dataset_name = dataset
+    else:
+        data, dataset_name = dataset, "custom"
+    out_dir = Path(out)
+    if not runs.is_run_dir(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        runs.write_json(out_dir / "config.json", _external_record(
+            label, dataset_name, threats[0].eps_text, the_norm, seed, spec, str(checkpoint) if checkpoint else None))
+    source_model, source_desc = _load_source(source, dev)
+    described = {"model": label, "model_module": spec, "checkpoint": str(checkpoint) if checkpoint else None,
+                 "dataset": dataset_name}
+    return _run_job(net, data, the_suite=the_suite, threats=threats, n_eval=n_eval, batch_size=batch_size, seed=seed,
+                    described=described, out_dir=out_dir, dev=dev, source_model=source_model,
+                    source_desc=source_desc, hygiene=hygiene, force=force, quiet=quiet, stop=stop,
+                    batch_hook=batch_hook, attack_hook=attack_hook)
 
 
 def report(paths: list[str | Path], *, fmt: str = "markdown", suite: str | None = None,
-           output: str | Path | None = None) -> tuple[Any, str]:
-    """Build the comparison grid of the runs under ``paths``; returns (grid DataFrame, rendered text)."""
+           output: str | Path | None = None, grid: str | None = None, paper: bool = False,
+           plots: str | Path | None = None) -> tuple[Any, str]:
+    """Build the comparison grid of the runs under ``paths``; returns (grid DataFrame, rendered text).
+
+    ``grid="soar:table1"`` lays the runs out as that paper table (``paper``: published numbers beside);
+    ``plots``: a directory for PNG plots (embedded in ``fmt="html"``).
+    """
+    if grid or paper or plots or fmt == "html":
+        return _paper_report(paths, fmt=fmt, suite=suite, output=output, grid=grid, paper=paper, plots=plots)
     from advbench.report import FORMATS, comparison_grid, load_frame, render
 
     if fmt not in FORMATS:
@@ -186,7 +360,78 @@ def _caption(frame: Any) -> str:
     for col, name in (("dataset", "dataset"), ("model", "model"), ("suite", "suite")):
         vals = sorted(map(str, frame[col].dropna().unique()))
         parts.append(f"{name}: {', '.join(vals)}")
-    eps = sorted({f"{n} {e}" for n, e in zip(frame["norm"], frame["eps"], strict=True) if e})
+    eps = sorted({f"{n} {e}" for n, e in zip(frame["norm"], frame["eps"], strict=True) if isinstance(e, str) and e})
     parts.append(f"threat: {', '.join(eps)}")
     parts.append(f"n-eval: {', '.join(map(str, sorted(frame['n'].unique())))} (first N test images)")
     return "Accuracy (%) — " + "; ".join(parts) + "; mean ± std over seeds"
+
+
+def _paper_report(paths: list[str | Path], *, fmt: str, suite: str | None, output: str | Path | None,
+                  grid: str | None, paper: bool, plots: str | Path | None) -> tuple[Any, str]:
+    """Report with a paper grid (``--grid``), published numbers (``--paper``), plots or html."""
+    from advbench.report import comparison_grid, load_frame
+    from advbench.report.paper_grids import (
+        PAPER_FORMATS,
+        build_paper_grid,
+        display_frame,
+        parse_grid_spec,
+        render_paper_grid,
+    )
+
+    if fmt not in PAPER_FORMATS:
+        hint = closest(fmt, list(PAPER_FORMATS))
+        raise UserError(f"unknown format '{fmt}'" + (f"; did you mean {hint[0]!r}?" if hint else
+                                                      f"; choose one of {', '.join(PAPER_FORMATS)}"))
+    if paper and not grid:
+        raise UserError("--paper needs --grid PAPER:TABLE (e.g. --grid soar:table1); see 'advbench reproduce --list'")
+    frame = load_frame(list(paths))
+    if suite is not None and not frame.empty:
+        frame = frame[frame["suite"] == suite]
+    if frame.empty and not grid:
+        raise UserError(f"no attack results under {', '.join(map(str, paths))}; run 'advbench attack RUN' first")
+    pngs: list[Path] = []
+    if plots or fmt == "html":
+        from advbench.report.plots import write_plots
+
+        plot_dir = Path(plots) if plots else (Path(output).parent if output else Path("."))
+        if not frame.empty:
+            pngs = write_plots(frame, plot_dir)
+    if grid:
+        pg = build_paper_grid(frame, *parse_grid_spec(grid))
+        text = render_paper_grid(pg, fmt, paper=paper, plots=pngs)
+        table = display_frame(pg, paper=paper, bold="")
+    else:
+        from advbench.report import render
+        from advbench.report.html import html_page
+
+        table = comparison_grid(frame, suite)
+        text = html_page(_caption(frame), table, [], pngs) if fmt == "html" else render(table, fmt, _caption(frame),
+                                                                                         frame)
+    if output:
+        with runs.atomic_path(output) as tmp:
+            tmp.write_text(text)
+    return table, text
+
+
+def reproduce(paper: str, table: str, *, scale: str = "smoke", out: str | Path = "runs",
+              dataset: str | None = None, model: str | None = None, seeds: list[int] | None = None,
+              rows: list[str] | None = None, dry_run: bool = False, jobs: int = 1, fmt: str = "markdown",
+              show_paper: bool = True, device: str = "auto", quiet: bool = True, output: str | Path | None = None,
+              smoke: dict[str, Any] | None = None, log: Any = None) -> tuple[Any, str]:
+    """Reproduce a paper table: plan its runs, skip finished ones (content hash), train/resume and attack the
+    rest, then render the grid with published numbers beside. ``dry_run``: return (plan, plan text) only."""
+    from advbench.papers.reproduce import make_plan, run_plan
+
+    if jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {jobs}")
+    plan = make_plan(paper, table, scale=scale, out=out, dataset=dataset, model=model, seeds=seeds, rows=rows,
+                     device=device, smoke=smoke)
+    if dry_run:
+        return plan, plan.describe() + "\n"
+    dirs = run_plan(plan, jobs=jobs, quiet=quiet, device=device, log=log)
+    spec = f"{plan.recipe.paper}:{plan.recipe.table}"
+    if not dirs:
+        raise UserError(f"{spec}: no runs planned (check --rows)")
+    return report(dirs, fmt=fmt, grid=spec, paper=show_paper, output=output,
+                  plots=(Path(output).parent / "plots") if output and fmt == "html" else None)
+

@@ -94,35 +94,69 @@ def train(
 
 @app.command()
 def attack(
-    run: Annotated[Path, typer.Argument(help="Run directory to attack.")],
+    run: Annotated[Optional[Path], typer.Argument(help="Run directory to attack (or use --model-module).",
+                                                  show_default=False)] = None,
     suite: Annotated[str, typer.Option(help="Attack suite (advbench list suites).")] = "pgd",
     attack_: Annotated[Optional[str], typer.Option("--attack", help="Run a single attack instead of a suite; "
                                                    "its options via --set.")] = None,
-    eps: Annotated[Optional[str], typer.Option(help="Eps or comma list (4/255,8/255) [default: the run's eps].")] = None,
-    norm: Annotated[Optional[str], typer.Option(help="linf or l2 [default: the run's norm].")] = None,
+    eps: Annotated[Optional[str], typer.Option(help="Eps or comma list (4/255,8/255) [default: the run's eps; "
+                                               "8/255 with --model-module].")] = None,
+    norm: Annotated[Optional[str], typer.Option(help="linf or l2 [default: the run's norm; linf].")] = None,
     n_eval: Annotated[int, typer.Option(help="Evaluate the first N test images, in order.")] = 1000,
     batch_size: Annotated[int, typer.Option(help="Attack batch size.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of random starts (fixed, recorded).")] = 0,
-    checkpoint: Annotated[str, typer.Option(help="best, last or a checkpoint file.")] = "best",
+    checkpoint: Annotated[Optional[str], typer.Option(help="best, last or a checkpoint file [default: best]; with "
+                                                      "--model-module a state-dict file.")] = None,
+    model_module: Annotated[Optional[str], typer.Option(
+        "--model-module", help="Attack any model: pkg.module:factory returning an nn.Module that takes [0, 1] inputs "
+        "and returns logits (use with --dataset, --checkpoint, --out).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset for --model-module (its test split).")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="Dataset root for --model-module.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Results directory for --model-module "
+                                                "[default: runs/<factory>].")] = None,
+    source: Annotated[Optional[Path], typer.Option(help="Run whose model transfer attacks are crafted on "
+                                                   "(suite blackbox, --attack transfer).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     force: Annotated[bool, typer.Option(help="Recompute even if the same evaluation is stored.")] = False,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Attack a trained run; writes RUN/attacks/SUITE.json with per-sample results (resumable)."""
+    """Attack a trained run (or any model); writes attacks/SUITE.json with per-sample results and checks."""
     from advbench import api
 
     if norm is not None:
         from advbench.threat import parse_norm
 
         norm = parse_norm(norm)
-    result = api.attack(run, suite=suite, attack=attack_, attack_options=set_ or [], eps=eps, norm=norm,
-                        n_eval=n_eval, batch_size=batch_size, seed=seed, checkpoint=checkpoint, device=device,
-                        force=force, quiet=quiet)
+    common = {"suite": suite, "attack": attack_, "attack_options": set_ or [], "eps": eps, "n_eval": n_eval,
+              "batch_size": batch_size, "seed": seed, "device": device, "force": force, "quiet": quiet,
+              "source": source}
+    if model_module is not None:
+        if run is not None:
+            raise UserError("give either a RUN directory or --model-module, not both")
+        if not dataset:
+            raise UserError("--model-module needs --dataset NAME (advbench list datasets)")
+        where = out or Path("runs") / api._slug(model_module.split(":")[-1])
+        result = api.evaluate(model_module, dataset=dataset, data_dir=data_dir, norm=norm or "linf", out=where,
+                              checkpoint=checkpoint, **{**common, "eps": eps or "8/255"})
+        target = where
+    else:
+        if run is None:
+            raise UserError("missing RUN directory; give a run to attack, or --model-module pkg.module:factory")
+        for flag, value in (("--dataset", dataset), ("--data-dir", data_dir), ("--out", out)):
+            if value is not None:
+                raise UserError(f"{flag} applies to --model-module; a run attacks its own test set and writes to "
+                                "RUN/attacks/")
+        result = api.attack(run, norm=norm, checkpoint=checkpoint or "best", **common)
+        target = run
+    _print_attack_result(result, target)
+
+
+def _print_attack_result(result: dict, target: Path) -> None:
     con = _console()
     from rich.table import Table
 
-    table = Table(title=f"{result['suite']} on {run} (first {result['n_eval']} test images)")
+    table = Table(title=f"{result['suite']} on {target} (first {result['n_eval']} test images)")
     table.add_column("attack")
     table.add_column("eps")
     table.add_column("accuracy", justify="right")
@@ -133,21 +167,88 @@ def attack(
     for r in result["robust"]:
         table.add_row("Worst case", f"{r['norm']} {r['eps']}", f"{100 * r['accuracy']:.2f}%", "")
     con.print(table)
-    con.print(f"results: {Path(run) / 'attacks' / (result['suite'] + '.json')}")
+    for s in result.get("skipped", []):
+        con.print(f"skipped {s['label']}: {s['reason']}", markup=False)
+    checks = result.get("checks") or {}
+    if checks:
+        bad = [c for c in checks["checks"] if c["status"] != "pass"]
+        con.print(f"checks: {checks['status']}" + ("" if bad else f" ({len(checks['checks'])} checks)"), markup=False)
+        for c in bad:
+            con.print(f"  {c['status']}: {c['name']}: {c['message']}", markup=False)
+    con.print(f"results: {Path(target) / 'attacks' / (result['suite'] + '.json')}")
 
 
 @app.command()
 def report(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="Run directories or a parent directory.")] = None,
-    format_: Annotated[str, typer.Option("--format", "-f", help="markdown, csv, latex or json.")] = "markdown",
+    format_: Annotated[str, typer.Option("--format", "-f", help="markdown, csv, latex, json or html.")] = "markdown",
     suite: Annotated[Optional[str], typer.Option(help="Only this suite.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
+    grid: Annotated[Optional[str], typer.Option(help="Lay runs out as a paper table, PAPER:TABLE (soar:table1); "
+                                                "see 'advbench reproduce --list'.")] = None,
+    paper: Annotated[bool, typer.Option("--paper", help="With --grid: published number (and difference) beside "
+                                        "each measured one.")] = False,
+    plots: Annotated[Optional[Path], typer.Option(help="Write PNG plots (robust acc vs eps, training curves, "
+                                                  "cost vs robustness) into this directory.")] = None,
 ) -> None:
-    """Compare runs: rows = defenses, columns = clean + attacks + worst case, mean ± std over seeds."""
+    """Compare runs: rows = defenses, columns = clean + attacks + worst case, mean ± std over seeds.
+
+    Formats: markdown, csv, latex, json, html (standalone page with plots)."""
     from advbench import api
 
-    _grid, text = api.report(paths or [Path("runs")], fmt=format_, suite=suite, output=output)
+    _grid, text = api.report(paths or [Path("runs")], fmt=format_, suite=suite, output=output, grid=grid,
+                             paper=paper, plots=plots)
     if output:
+        _console().print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def reproduce(
+    paper: Annotated[Optional[str], typer.Argument(help="Paper: soar, scorpio, randomized-at, gradient-reg, sat.",
+                                                   show_default=False)] = None,
+    table: Annotated[Optional[str], typer.Option("--table", "-t", help="Table as printed: 1, 2a, ...")] = None,
+    scale: Annotated[str, typer.Option(help="smoke (minutes on a CPU; synthetic data when the paper's is not on "
+                                       "disk) or paper (the paper's recipe).")] = "smoke",
+    list_tables: Annotated[bool, typer.Option("--list", help="List every table of every paper with its "
+                                              "status.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (train / resume / done) and "
+                                          "exit.")] = False,
+    jobs: Annotated[int, typer.Option(help="Independent runs trained concurrently (processes).")] = 1,
+    dataset: Annotated[Optional[str], typer.Option(help="Override the dataset (either scale).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Override the model (either scale).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Comma list of seeds [default: the recipe's].")] = None,
+    out: Annotated[Path, typer.Option(help="Runs directory (runs go to OUT/PAPER-tableN-SCALE/).")] = Path("runs"),
+    format_: Annotated[str, typer.Option("--format", "-f", help="markdown, latex, csv, json or html.")] = "markdown",
+    paper_numbers: Annotated[bool, typer.Option("--paper/--no-paper", help="Published numbers beside.")] = True,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the grid to FILE.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Reproduce a paper table: plan its runs, skip finished ones, train + attack the rest, render the grid."""
+    if list_tables or paper is None:
+        from rich.table import Table
+
+        from advbench.papers.recipes import all_tables
+
+        t = Table(title="paper tables (advbench reproduce PAPER --table N)")
+        for col in ("paper", "table", "status", "detail"):
+            t.add_column(col)
+        for p, tab, status, detail in all_tables():
+            t.add_row(p, tab, status, detail)
+        _console().print(t)
+        return
+    if table is None:
+        raise UserError(f"missing --table; list the tables of {paper} with 'advbench reproduce --list'")
+    from advbench import api
+
+    seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+    con = _console(stderr=True)
+    _obj, text = api.reproduce(paper, table, scale=scale, out=out, dataset=dataset, model=model, seeds=seed_list,
+                               dry_run=dry_run, jobs=jobs, fmt=format_, show_paper=paper_numbers, device=device,
+                               quiet=quiet, output=output, log=lambda m: con.print(m, markup=False))
+    if output and not dry_run:
         _console().print(f"wrote {output}")
     else:
         sys.stdout.write(text)
@@ -213,11 +314,13 @@ def show(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
     metrics = runs.read_jsonl(run_dir / "metrics.jsonl")
     if metrics:
         t = Table(title="epochs")
-        cols = [c for c in ("loss", "acc", "adv_acc", "val_clean_acc", "val_robust_acc", "train_seconds",
-                            "forward_passes", "backward_passes") if c in metrics[-1]]
+        names = {"loss": "loss", "acc": "train acc", "adv_acc": "train adv", "val_clean_acc": "val clean",
+                 "val_robust_acc": "val robust", "train_seconds": "s/epoch", "forward_passes": "fwd/step",
+                 "backward_passes": "bwd/step"}
+        cols = [c for c in names if c in metrics[-1]]
         t.add_column("epoch")
         for c in cols:
-            t.add_column(c, justify="right")
+            t.add_column(names[c], justify="right")
         for m in metrics:
             t.add_row(str(m["epoch"] + 1), *[
                 (f"{100 * m[c]:.2f}%" if c.endswith("acc") else f"{m[c]:.3g}") if c in m else "" for c in cols])

@@ -26,7 +26,7 @@ TRAIN_SETTINGS = {"val_n": 200, "val_attack_steps": 5, "schedule": "cosine", "we
 
 def run_quickstart(out: str | Path = "runs/quickstart", epochs: int | None = None, n_eval: int = 500,
                    quiet: bool = False, console: Any = None) -> str:
-    """Train, attack (suite ``pgd``) and report; returns the markdown report. Reuses finished runs."""
+    """Train, attack (suite ``pgd-lite``) and report; returns the markdown report. Reuses finished runs."""
     out = Path(out)
     t0 = time.perf_counter()
     run_dirs = []
@@ -47,8 +47,8 @@ def run_quickstart(out: str | Path = "runs/quickstart", epochs: int | None = Non
         else:
             api.train(out=out, name=name, settings=settings, quiet=quiet, command=["advbench", "quickstart"], **cfg)
         if console is not None:
-            console.print(f"[bold]{defense}[/bold]: attacking with the pgd suite (first {n_eval} test images)")
-        api.attack(run_dir, suite="pgd", n_eval=n_eval, batch_size=250, device="cpu", quiet=quiet)
+            console.print(f"[bold]{defense}[/bold]: attacking with the pgd-lite suite (first {n_eval} test images)")
+        api.attack(run_dir, suite="pgd-lite", n_eval=n_eval, batch_size=250, device="cpu", quiet=quiet)
         run_dirs.append(run_dir)
     _grid, text = api.report(run_dirs, fmt="markdown")
     minutes = (time.perf_counter() - t0) / 60

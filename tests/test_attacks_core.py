@@ -13,6 +13,15 @@ from advbench.attacks.pgd import pgd_perturb
 from advbench.threat import ThreatModel
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run faster on one thread than on two competing ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _signed_margin(model, x, y):
     s = model(x)[:, 1]
     return torch.where(y == 1, s, -s)
@@ -121,3 +130,146 @@ def test_more_steps_and_restarts_never_raise_accuracy():
     a5, a20 = acc(steps=5), acc(steps=20)
     assert a20 <= a5
     assert acc(steps=5, restarts=5) <= a5
+
+
+# ---------------------------------------------------------------------------------------------------------
+# losses, targeted PGD, CW-inf, selection rules, SCORPIO objectives (evaluation-protocols.md Part C 1, 3-5)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", ["ce", "cw", "margin", "log-margin"])
+@pytest.mark.parametrize("norm,eps", [("linf", 8 / 255), ("l2", 0.5)])
+def test_every_margin_monotone_loss_reaches_the_linear_optimum(linear_problem, norm, eps, loss):
+    model, x, y, w, b = linear_problem
+    threat = ThreatModel(norm, eps, str(eps))
+    x_adv = pgd_perturb(model, x, y, threat, steps=8, alpha=eps / 4, init="zero", select="last", loss=loss)
+    dual = w.abs().sum() if norm == "linf" else w.norm()
+    assert torch.allclose(_signed_margin(model, x_adv, y), _signed_margin(model, x, y) - eps * dual, atol=1e-9)
+
+
+def test_targeted_pgd_to_the_other_class_is_the_untargeted_optimum(linear_problem):
+    model, x, y, w, b = linear_problem
+    threat = ThreatModel("linf", 8 / 255, "8/255")
+    other = 1 - y
+    x_t = pgd_perturb(model, x, y, threat, steps=8, alpha=2 / 255, init="zero", select="last", targeted=True,
+                      target=other)
+    x_u = pgd_perturb(model, x, y, threat, steps=8, alpha=2 / 255, init="zero", select="last")
+    assert torch.allclose(x_t, x_u, atol=1e-12)
+    # the registered attack with a random target (necessarily the other class here) gives the analytic accuracy
+    res = build_attack("pgd", threat, {"target": "random", "init": "zero"})(model, x, y,
+                                                                            generator=torch.Generator().manual_seed(0))
+    assert torch.equal(res.correct, _signed_margin(model, x, y) > threat.eps * w.abs().sum())
+
+
+def test_random_targets_are_uniform_over_the_wrong_classes():
+    from advbench.attacks.pgd import pick_targets
+
+    model = torch.nn.Linear(6, 5)
+    x, y = torch.rand(4000, 6), torch.randint(0, 5, (4000,))
+    t = pick_targets(model, x, y, "random", None, torch.Generator().manual_seed(0))
+    assert not bool((t == y).any())
+    counts = torch.bincount((t - y) % 5, minlength=5)
+    assert counts[0] == 0 and counts[1:].min() > 900  # each of the 4 offsets ~1000 times
+
+
+def test_log_margin_is_positive_iff_correct_and_dlr_is_shift_and_scale_invariant():
+    from advbench.attacks.losses import log_margin
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(500, 7, generator=g) * 3
+    y = torch.randint(0, 7, (500,), generator=g)
+    assert torch.equal(log_margin(z, y) > 0, z.argmax(1) == y)
+    assert torch.allclose(log_margin(z, y), margin(z, y), atol=1e-5)  # the log-partition cancels
+    assert torch.allclose(dlr_loss(2.5 * z + 4.0, y), dlr_loss(z, y), atol=1e-5)
+
+
+def test_cw_inf_loss_and_its_gradient_vanish_below_minus_kappa():
+    z = torch.tensor([[0.0, 60.0, 1.0], [0.0, 10.0, 1.0]], requires_grad=True)
+    y = torch.tensor([0, 0])  # margins -60 (below -50) and -10
+    loss = cw_loss(z, y, kappa=50.0)
+    assert torch.allclose(loss, torch.tensor([0.0, -40.0]))
+    (g,) = torch.autograd.grad(loss.sum(), z)
+    assert torch.equal(g[0], torch.zeros(3)) and g[1].abs().sum() > 0
+    # CW-inf on a linear model: points misclassified by more than kappa never move
+    w = torch.ones(12, dtype=torch.float64)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2).double())
+    with torch.no_grad():
+        model[1].weight.copy_(torch.stack([torch.zeros(12), 100 * w]))
+        model[1].bias.zero_()
+    x = torch.full((2, 3, 2, 2), 0.5, dtype=torch.float64)
+    y = torch.tensor([0, 1])  # sample 0: margin -600 (< -50); sample 1: correctly classified
+    res = build_attack("cw-inf", ThreatModel("linf", 0.01, "0.01"), {"init": "zero", "select": "last"})(model, x, y)
+    assert torch.equal(res.x_adv[0], x[0]) and not torch.equal(res.x_adv[1], x[1])
+
+
+def test_best_loss_selection_never_decreases_with_more_steps():
+    torch.manual_seed(2)
+    model = _SmallNet().eval()
+    x, y = torch.rand(32, 3, 8, 8), torch.randint(0, 5, (32,))
+    threat = ThreatModel("linf", 4 / 255, "4/255")
+    from advbench.attacks.losses import ce_loss
+
+    best = []
+    for steps in (1, 3, 10, 30):
+        x_adv = pgd_perturb(model.eval(), x, y, threat, steps=steps, alpha=1 / 255, select="best-loss",
+                            generator=torch.Generator().manual_seed(5))
+        with torch.no_grad():
+            best.append(ce_loss(model(x_adv), y))
+    for a, b in zip(best, best[1:], strict=False):
+        assert bool((b >= a - 1e-6).all())
+
+
+def test_restarts_only_add_successes_per_sample():
+    torch.manual_seed(3)
+    model = _SmallNet().eval()
+    x, y = torch.rand(64, 3, 8, 8), torch.randint(0, 5, (64,))
+    threat = ThreatModel("linf", 3 / 255, "3/255")
+    one = build_attack("pgd", threat, {"steps": 5})(model, x, y, generator=torch.Generator().manual_seed(7)).correct
+    many = build_attack("pgd", threat, {"steps": 5, "restarts": 6})(model, x, y,
+                                                                     generator=torch.Generator().manual_seed(7)).correct
+    assert bool((many <= one).all()) and many.sum() < one.sum()
+
+
+@pytest.mark.parametrize("name,sign", [("scorpio-ul", -1), ("scorpio-um", -1), ("scorpio-tl", 1), ("scorpio-tm", 1)])
+def test_scorpio_objectives_move_the_margin_the_expected_way_each_step(linear_problem, name, sign):
+    """Two classes: the random target r is the other class; UL/UM lower M(x, y), TL/TM raise M(x, r)."""
+    from advbench.attacks.losses import log_margin
+
+    model, x, y, w, b = linear_problem
+    threat = ThreatModel("linf", 8 / 255, "8/255")
+    r = 1 - y
+    label = y if sign < 0 else r
+    values = []
+    for steps in range(0, 6):
+        if steps == 0:
+            x_adv = x
+        else:
+            x_adv = build_attack(name, threat, {"steps": steps, "select": "last", "step_size": 1 / 255})(
+                model, x, y, generator=torch.Generator().manual_seed(0)).x_adv
+        values.append(log_margin(model(x_adv), label))
+    for a, c in zip(values, values[1:], strict=False):
+        assert bool((sign * (c - a) > 0).all())
+
+
+def test_ul_and_um_are_monotone_and_tl_minimises_ce_to_the_target_on_a_multiclass_linear_model():
+    from advbench.attacks.losses import ce_loss, log_margin
+    from advbench.attacks.pgd import pick_targets
+
+    g = torch.Generator().manual_seed(4)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 6)).double().eval()
+    x = 0.3 + 0.4 * torch.rand(40, 3, 4, 4, generator=g, dtype=torch.float64)
+    y = model(x).argmax(1)
+    threat = ThreatModel("linf", 4 / 255, "4/255")
+    ce_path, m_path = [], []
+    for steps in range(1, 6):
+        o = {"steps": steps, "select": "last", "step_size": 1 / 255}
+        ce_path.append(ce_loss(model(build_attack("scorpio-ul", threat, o)(model, x, y).x_adv), y))
+        m_path.append(log_margin(model(build_attack("scorpio-um", threat, o)(model, x, y).x_adv), y))
+    for a, c in zip(ce_path, ce_path[1:], strict=False):
+        assert bool((c >= a - 1e-12).all())  # ascent on a convex objective
+    for a, c in zip(m_path, m_path[1:], strict=False):
+        assert bool((c <= a + 1e-12).all())  # descent on a concave objective
+    gen = torch.Generator().manual_seed(9)
+    r = pick_targets(model, x, y, "random", None, torch.Generator().manual_seed(9))
+    x_tl = build_attack("scorpio-tl", threat, {"steps": 10})(model, x, y, generator=gen).x_adv
+    assert bool((ce_loss(model(x_tl), r) < ce_loss(model(x), r)).all())

@@ -1,9 +1,17 @@
-"""Per-sample attack losses on logits (higher = more adversarial for untargeted attacks)."""
+"""Per-sample attack losses on logits (higher = more adversarial for untargeted attacks).
+
+Every loss maps (logits [B, K], labels [B]) to a per-sample value [B]. Untargeted attacks ascend it
+with the true label; targeted attacks descend it with the target label.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -17,6 +25,14 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     other = logits.clone()
     other.scatter_(1, y[:, None], float("-inf"))
     return true - other.max(dim=1).values
+
+
+def log_margin(logits: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """SCORPIO's margin M(x, c) = log p_c(x) - max_{j != c} log p_j(x) (Eq. 12); > 0 iff argmax = c.
+
+    Equal to the logit margin (the log-partition cancels) but computed from log-probabilities as printed.
+    """
+    return margin(F.log_softmax(logits, dim=1), c)
 
 
 def cw_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 50.0) -> torch.Tensor:
@@ -33,4 +49,24 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -margin(logits, y) / (srt[:, 0] - srt[:, 2] + 1e-12)
 
 
-LOSSES = {"ce": ce_loss, "cw": cw_loss, "dlr": dlr_loss}
+def neg_margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Ascent objective -(z_y - max_{j!=y} z_j): the unclamped logit margin, negated."""
+    return -margin(logits, y)
+
+
+def neg_log_margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Ascent objective -M(x, y) (SCORPIO's UM minimises M(x, y); TM maximises M(x, r))."""
+    return -log_margin(logits, y)
+
+
+LOSSES: dict[str, LossFn] = {"ce": ce_loss, "cw": cw_loss, "dlr": dlr_loss, "margin": neg_margin_loss,
+                             "log-margin": neg_log_margin_loss}
+
+
+def get_loss(name: str | LossFn, kappa: float = 50.0) -> LossFn:
+    """The per-sample loss called ``name`` (``cw`` with margin ``kappa``), or ``name`` if it is callable."""
+    if callable(name):
+        return name
+    if name == "cw":
+        return lambda z, t: cw_loss(z, t, kappa)
+    return LOSSES[name]

@@ -1,11 +1,10 @@
-"""Projected gradient descent (Madry et al. 2018) in Linf and L2, and FGSM.
+"""Projected gradient descent (Madry et al. 2018) in Linf and L2, FGSM, and CW-inf (PGD on the CW margin).
 
 ``pgd_perturb`` is the shared primitive used by evaluation attacks and by adversarial training.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,10 +12,11 @@ import torch
 from torch import nn
 
 from advbench.attacks.base import ATTACKS, Attack, renorm_l2
-from advbench.attacks.losses import LOSSES
+from advbench.attacks.losses import LossFn, get_loss
+from advbench.errors import UserError
 from advbench.threat import ThreatModel
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Select = Literal["misclassified", "max-loss", "last", "best-loss"]
 
 
 def _rand(shape: torch.Size, x: torch.Tensor, generator: torch.Generator | None, normal: bool) -> torch.Tensor:
@@ -51,6 +51,10 @@ def ascent_step(delta: torch.Tensor, grad: torch.Tensor, threat: ThreatModel, al
     return renorm_l2(delta + alpha * grad / g_norm, threat.eps)
 
 
+def _bcast(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.view(-1, *([1] * (like.dim() - 1)))
+
+
 def pgd_perturb(
     model: nn.Module,
     x: torch.Tensor,
@@ -62,7 +66,7 @@ def pgd_perturb(
     loss: str | LossFn = "ce",
     init: str = "uniform",
     restarts: int = 1,
-    select: Literal["misclassified", "max-loss", "last"] = "misclassified",
+    select: Select = "misclassified",
     targeted: bool = False,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -71,55 +75,65 @@ def pgd_perturb(
 
     ``loss`` is a name in ``LOSSES`` or a per-sample function of (logits, labels); gradients use the sum
     over the batch, so each sample gets its own input gradient. With ``targeted`` the loss to ``target``
-    is minimised. Selection per sample across iterates and restarts:
+    is minimised (success is still judged against the true label ``y``). Selection per sample across
+    iterates and restarts:
 
     - ``misclassified`` (evaluation): keep the first iterate that is misclassified (any restart);
-      restarts only re-attack samples that are still correct.
+      restarts only re-attack samples that are still correct, and a fooled sample leaves the batch
+      (its passes are saved). Assumes independent samples: an eval-mode model (train-mode BN couples
+      the batch; training-time attacks use ``last`` or ``max-loss``).
     - ``max-loss`` (training, Rice et al.): keep the final iterate with the highest loss over restarts.
+    - ``best-loss`` (``use_best`` of the ``robustness`` library): the iterate with the best objective over
+      all steps and restarts.
     - ``last``: the last iterate of the last restart.
     """
-    loss_fn = LOSSES[loss] if isinstance(loss, str) else loss
-    labels = target if targeted else y
+    loss_fn = get_loss(loss)
     if targeted and target is None:
         raise ValueError("targeted PGD needs a target")
+    labels = target if (targeted and target is not None) else y
     sign = -1.0 if targeted else 1.0
     best = x.clone()
-    best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+    best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device, dtype=x.dtype)
     fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    for _ in range(max(1, restarts)):
+    n_restarts = max(1, restarts)
+    for r in range(n_restarts):
+        last_restart = r == n_restarts - 1
         active = ~fooled if select == "misclassified" else torch.ones_like(fooled)
-        if not active.any():
+        if not bool(active.any()):
             break
         idx = active.nonzero().squeeze(1)
-        xa, ya, la = x[idx], y[idx], labels[idx]
+        everyone = len(idx) == x.shape[0]
+        xa, ya, la = (x, y, labels) if everyone else (x[idx], y[idx], labels[idx])
         delta = random_init(xa, threat, init, generator)
-        found = torch.zeros(len(idx), dtype=torch.bool, device=x.device)
-        found_x = xa.clone()
+        if select == "misclassified":
+            out, found = _pgd_until_misclassified(model, xa, ya, la, delta, threat, steps=steps, alpha=alpha,
+                                                  loss_fn=loss_fn, sign=sign, check_final=not last_restart)
+            best[idx] = out
+            fooled[idx] = found
+            continue
+        run_best = torch.full((len(idx),), float("-inf"), device=x.device, dtype=x.dtype)
+        run_best_x = xa.clone() if select == "best-loss" else xa
         for _step in range(steps):
             delta.requires_grad_(True)
             logits = model(xa + delta)
             per_sample = sign * loss_fn(logits, la)
             (grad,) = torch.autograd.grad(per_sample.sum(), delta)
-            if select == "misclassified":
+            if select == "best-loss":
                 with torch.no_grad():
-                    wrong = (logits.argmax(1) != ya) & ~found
-                    found_x[wrong] = (xa + delta)[wrong].detach()
-                    found |= wrong
+                    better = per_sample > run_best
+                    run_best_x = torch.where(_bcast(better, xa), xa + delta, run_best_x)
+                    run_best = torch.where(better, per_sample, run_best)
             delta = ascent_step(delta.detach(), grad, threat, alpha)
             delta = (xa + delta).clamp(0, 1) - xa
         x_final = (xa + delta).detach()
-        if select == "misclassified":
-            with torch.no_grad():
-                wrong = (model(x_final).argmax(1) != ya) & ~found
-            found_x[wrong] = x_final[wrong]
-            found |= wrong
-            # samples never fooled keep the last iterate of the latest restart
-            out = torch.where(found.view(-1, *([1] * (x.dim() - 1))), found_x, x_final)
-            best[idx] = out
-            fooled[idx] = found
-        elif select == "max-loss":
+        if select in ("max-loss", "best-loss"):
             with torch.no_grad():
                 final_loss = sign * loss_fn(model(x_final), la)
+            if select == "best-loss":
+                better = final_loss > run_best
+                run_best_x = torch.where(_bcast(better, xa), x_final, run_best_x)
+                run_best = torch.where(better, final_loss, run_best)
+                x_final, final_loss = run_best_x, run_best
             better = final_loss > best_loss[idx]
             best[idx[better]] = x_final[better]
             best_loss[idx[better]] = final_loss[better]
@@ -128,20 +142,103 @@ def pgd_perturb(
     return best
 
 
+def _pgd_until_misclassified(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor,
+                             delta: torch.Tensor, threat: ThreatModel, *, steps: int, alpha: float, loss_fn: LossFn,
+                             sign: float, check_final: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One PGD run that keeps each sample's first misclassified iterate and stops computing for it there.
+
+    Samples are independent (per-sample losses, eval-mode model), so dropping the fooled ones from the
+    batch changes nothing for the others; it only saves their forward and backward passes. Returns the
+    images (first misclassified iterate, else the last iterate) and which samples were fooled; the
+    last iterate is checked only when ``check_final`` (a later restart needs to know).
+    """
+    out = x.clone()
+    found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    live = torch.arange(x.shape[0], device=x.device)
+    xl, yl, ll, dl = x, y, labels, delta
+    for _step in range(steps):
+        dl.requires_grad_(True)
+        logits = model(xl + dl)
+        (grad,) = torch.autograd.grad((sign * loss_fn(logits, ll)).sum(), dl)
+        dl = dl.detach()
+        with torch.no_grad():
+            wrong = logits.argmax(1) != yl
+            if bool(wrong.any()):
+                hit = live[wrong]
+                out[hit] = xl[wrong] + dl[wrong]
+                found[hit] = True
+                keep = ~wrong
+                live, xl, yl, ll, dl, grad = live[keep], xl[keep], yl[keep], ll[keep], dl[keep], grad[keep]
+                if len(live) == 0:
+                    return out, found
+        dl = ascent_step(dl, grad, threat, alpha)
+        dl = (xl + dl).clamp(0, 1) - xl
+    x_final = (xl + dl).detach()
+    out[live] = x_final
+    if check_final and len(live):
+        with torch.no_grad():
+            found[live] = model(x_final).argmax(1) != yl
+    return out, found
+
+
+def pick_targets(model: nn.Module, x: torch.Tensor, y: torch.Tensor, how: str, target_class: int | None,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """Target labels: ``random`` (uniform over the classes other than y), ``least-likely`` or ``class``."""
+    with torch.no_grad():
+        logits = model(x)
+    k = logits.shape[1]
+    if how == "random":
+        if k < 2:
+            raise UserError("a random target needs at least 2 classes")
+        where = generator.device if generator is not None else y.device
+        shift = torch.randint(1, k, y.shape, generator=generator, device=where).to(y.device)
+        return (y + shift) % k
+    if how == "least-likely":
+        return logits.argmin(1)
+    if target_class is None or not 0 <= target_class < k:
+        raise UserError(f"target=class needs target_class in 0..{k - 1}, got {target_class}")
+    return torch.full_like(y, target_class)
+
+
 @dataclass
 class PGDOptions:
-    """Options of the ``pgd`` attack (step size defaults to eps/4, i.e. 2/255 at 8/255)."""
+    """Options of the ``pgd`` attack (step size defaults to eps/4, i.e. 2/255 at 8/255).
+
+    ``loss``: ce, cw (margin ``kappa``), dlr, margin (unclamped logit margin), log-margin (SCORPIO M).
+    ``target``: none (untargeted), random (uniform over wrong classes), least-likely, or class
+    (``target_class``); targeted PGD minimises the loss to the target, success is judged against y.
+    """
 
     steps: int = 20
     step_size: float | None = None
     restarts: int = 1
-    loss: Literal["ce", "cw", "dlr"] = "ce"
+    loss: Literal["ce", "cw", "dlr", "margin", "log-margin"] = "ce"
     kappa: float = 50.0
     init: Literal["uniform", "zero", "normal"] = "uniform"
-    select: Literal["misclassified", "last"] = "misclassified"
+    select: Literal["misclassified", "last", "best-loss"] = "misclassified"
+    target: Literal["none", "random", "least-likely", "class"] = "none"
+    target_class: int | None = None
+
+    def validate(self) -> None:
+        """Steps and restarts must be >= 1; a step size > 0."""
+        if self.steps < 1 or self.restarts < 1:
+            raise UserError("pgd steps and restarts must be >= 1")
+        if self.step_size is not None and self.step_size <= 0:
+            raise UserError("pgd step_size must be > 0")
 
 
-@ATTACKS.register("pgd", help="PGD-k (Linf/L2) with random start and restarts; CE, CW or DLR loss")
+def run_pgd_options(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, o: PGDOptions,
+                    generator: torch.Generator | None) -> torch.Tensor:
+    """PGD with the settings in ``o`` (targets drawn from ``generator`` when ``o.target`` asks for them)."""
+    alpha = o.step_size if o.step_size is not None else threat.default_step()
+    loss = get_loss(o.loss, o.kappa)
+    target = None if o.target == "none" else pick_targets(model, x, y, o.target, o.target_class, generator)
+    return pgd_perturb(model, x, y, threat, steps=o.steps, alpha=alpha, loss=loss, init=o.init,
+                       restarts=o.restarts, select=o.select, targeted=target is not None, target=target,
+                       generator=generator)
+
+
+@ATTACKS.register("pgd", help="PGD-k (Linf/L2), random start, restarts; ce/cw/dlr/margin loss; untargeted or targeted")
 class PGD(Attack):
     """Projected gradient ascent on a per-sample loss (Madry et al. 2018)."""
 
@@ -149,17 +246,43 @@ class PGD(Attack):
     Options = PGDOptions
 
     def perturb(self, model, x, y, generator=None):
-        """Run PGD with the configured steps, step size, start and restarts."""
-        o = self.options
-        alpha = o.step_size if o.step_size is not None else self.threat.default_step()
-        if o.loss == "cw":
-            from advbench.attacks.losses import cw_loss
+        """Run PGD with the configured loss, target, steps, step size, start and restarts."""
+        return run_pgd_options(model, x, y, self.threat, self.options, generator)
 
-            loss: str | LossFn = lambda z, t: cw_loss(z, t, o.kappa)  # noqa: E731
-        else:
-            loss = o.loss
-        return pgd_perturb(model, x, y, self.threat, steps=o.steps, alpha=alpha, loss=loss, init=o.init,
-                           restarts=o.restarts, select=o.select, generator=generator)
+
+@dataclass
+class CWInfOptions:
+    """CW-inf ("CW-20", Randomized-AT ``eval_attack.py``): PGD on -clamp(z_y - max_{j!=y} z_j + kappa, 0)."""
+
+    steps: int = 20
+    step_size: float | None = None
+    kappa: float = 50.0
+    restarts: int = 1
+    init: Literal["uniform", "zero", "normal"] = "uniform"
+    select: Literal["misclassified", "last", "best-loss"] = "misclassified"
+
+    def validate(self) -> None:
+        """Steps and restarts must be >= 1; a step size > 0."""
+        if self.steps < 1 or self.restarts < 1:
+            raise UserError("cw-inf steps and restarts must be >= 1")
+        if self.step_size is not None and self.step_size <= 0:
+            raise UserError("cw-inf step_size must be > 0")
+
+
+@ATTACKS.register("cw-inf", help="CW-inf: PGD on the CW margin loss with kappa=50 (the Randomized-AT paper's CW-20)",
+                  aliases=("cw", "cw20"))
+class CWInf(Attack):
+    """PGD ascent of -clamp(margin + kappa, 0): the gradient vanishes once the margin is below -kappa."""
+
+    name = "cw-inf"
+    Options = CWInfOptions
+
+    def perturb(self, model, x, y, generator=None):
+        """PGD on the CW margin loss."""
+        o = self.options
+        opts = PGDOptions(steps=o.steps, step_size=o.step_size, restarts=o.restarts, loss="cw", kappa=o.kappa,
+                          init=o.init, select=o.select)
+        return run_pgd_options(model, x, y, self.threat, opts, generator)
 
 
 @dataclass
@@ -179,5 +302,5 @@ class FGSM(Attack):
     def perturb(self, model, x, y, generator=None):
         """One ascent step of the full budget from x (or a uniform random start)."""
         init = "uniform" if self.options.random_start else "zero"
-        return pgd_perturb(model, x, y, self.threat, steps=1, alpha=self.threat.eps, init=init, select="last",
-                           generator=generator)
+        return pgd_perturb(model, x, y, self.threat, steps=1, alpha=self.threat.eps, init=init,
+                           select="last", generator=generator)

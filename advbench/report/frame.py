@@ -33,7 +33,8 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
     """Tidy frame of every attack result under ``paths`` (run dirs or their parents).
 
     Columns: run, config_key, defense, label, dataset, model, norm, eps, seed, suite, attack, kind
-    (clean / attack / robust), accuracy, n, seconds.
+    (clean / attack / robust), accuracy, n, seconds, checks (the suite's hygiene status: pass / warn /
+    fail, None for results stored before checks existed) and flagged (names of the non-passing checks).
     """
     rows: list[dict[str, Any]] = []
     for run in runs.find_runs(list(paths)):
@@ -46,7 +47,9 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
         }
         for f in sorted((run / "attacks").glob("*.json")) if (run / "attacks").is_dir() else []:
             res = runs.read_json(f)
-            common = {**base, "suite": res["suite"], "n": res["n_eval"]}
+            checks = res.get("checks") or {}
+            common = {**base, "suite": res["suite"], "n": res["n_eval"], "checks": checks.get("status"),
+                      "flagged": ",".join(checks.get("flagged", []))}
             rows.append({**common, "kind": "clean", "attack": "Clean", "norm": None, "eps": None,
                          "accuracy": res["clean"]["accuracy"], "seconds": None})
             for r in res["results"]:

@@ -50,4 +50,19 @@ def comparison_grid(frame: pd.DataFrame, suite: str | None = None) -> pd.DataFra
         table.loc[row, col] = _fmt(list(group["accuracy"]))
     seeds = df.groupby("row")["run"].nunique()
     table.insert(0, "Runs", [int(seeds[r]) for r in rows])
+    if "checks" in df.columns:
+        table["Checks"] = [_checks_flag(df[df["row"] == r]) for r in rows]
     return table.fillna("—")
+
+
+def _checks_flag(rows: pd.DataFrame) -> str:
+    """Worst hygiene status of a row's results with the flagged check names: ``pass``, ``warn: a, b``, ``FAIL: c``."""
+    order = {"pass": 0, "warn": 1, "fail": 2}
+    statuses = [s for s in rows["checks"] if isinstance(s, str) and s in order]
+    if not statuses:
+        return "—"
+    status = max(statuses, key=order.__getitem__)
+    if status == "pass":
+        return "pass"
+    names = sorted({n for f in rows["flagged"] if isinstance(f, str) and f for n in f.split(",")})
+    return ("FAIL" if status == "fail" else "warn") + (": " + ", ".join(names) if names else "")
