@@ -390,10 +390,10 @@ def _paper_report(paths: list[str | Path], *, fmt: str, suite: str | None, outpu
     if frame.empty and not grid:
         raise UserError(f"no attack results under {', '.join(map(str, paths))}; run 'advbench attack RUN' first")
     pngs: list[Path] = []
-    if plots or fmt == "html":
+    if plots or (fmt == "html" and output):  # html to stdout embeds plots only when --plots names a directory
         from advbench.report.plots import write_plots
 
-        plot_dir = Path(plots) if plots else (Path(output).parent if output else Path("."))
+        plot_dir = Path(plots) if plots else Path(output).parent / "plots"
         if not frame.empty:
             pngs = write_plots(frame, plot_dir)
     if grid:

@@ -1,0 +1,323 @@
+"""Paper grids: measured results laid out exactly as a paper printed a table, published numbers beside.
+
+``build_paper_grid(frame, "soar", "1")`` matches each run (any run directory, not only reproduce's) to
+a printed row by its defense and options, fills each printed column from the stored suite results
+(mean ± sample std over seeds), and keeps the published cell of every (row, column) for ``--paper``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from advbench import runs
+from advbench.papers.published import TableLayout, table_id, table_layout
+from advbench.papers.recipes import ColumnRecipe, RowRecipe, TableRecipe, get_recipe
+
+DASH = "—"
+
+
+def parse_grid_spec(spec: str) -> tuple[str, str]:
+    """``soar:table1`` / ``soar:1`` / ``scorpio:2b`` -> (paper, table id)."""
+    if ":" not in spec:
+        from advbench.errors import UserError
+
+        raise UserError(f"--grid '{spec}' must be PAPER:TABLE, e.g. soar:table1")
+    paper, table = spec.split(":", 1)
+    return paper.strip().lower(), table_id(table)
+
+
+@dataclass
+class PaperGrid:
+    """Measured values (percent, one per run) and published cells on a paper's printed layout."""
+
+    layout: TableLayout
+    recipe: TableRecipe | None
+    values: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    runs_per_row: dict[str, list[str]] = field(default_factory=dict)
+    caption: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def mean_std(self, row: str, col: str) -> tuple[float | None, float | None]:
+        """Mean and sample std (None with one value) of the measured cell."""
+        vals = self.values.get((row, col), [])
+        if not vals:
+            return None, None
+        mean = sum(vals) / len(vals)
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
+        return mean, std
+
+    def best(self) -> dict[str, set[str]]:
+        """Rows with the best measured mean per column (max accuracy; min for error columns; ties all bold)."""
+        out: dict[str, set[str]] = {}
+        for col in self.layout.columns:
+            spec = self.recipe.columns.get(col) if self.recipe else None
+            lower = isinstance(spec, ColumnRecipe) and spec.transform == "error"
+            scored = {r: round(m, 2) for r in self.layout.rows if (m := self.mean_std(r, col)[0]) is not None}
+            if scored:
+                top = (min if lower else max)(scored.values())
+                out[col] = {r for r, m in scored.items() if m == top}
+        return out
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per printed cell: measured mean/std/n, published value/std and the difference."""
+        recs = []
+        for r in self.layout.rows:
+            for c in self.layout.columns:
+                mean, std = self.mean_std(r, c)
+                pub = self.layout.cells.get((r, c))
+                pv = pub.value if pub else None
+                recs.append({"row": r, "column": c, "measured": mean, "measured_std": std,
+                             "n_runs": len(self.values.get((r, c), [])), "published": pv,
+                             "published_std": pub.std if pub else None,
+                             "delta": None if mean is None or pv is None else mean - pv})
+        return recs
+
+
+def _resolved_options(defense: str, eps: str, norm: str, options: dict[str, Any]) -> dict[str, Any]:
+    from advbench.defenses import build_defense
+    from advbench.threat import ThreatModel
+
+    d = build_defense(defense, ThreatModel.parse(eps, norm), options)
+    import dataclasses
+
+    return {f.name: getattr(d.options, f.name) for f in dataclasses.fields(d.options)}
+
+
+def _row_matches(row: RowRecipe, cfg: dict[str, Any], cache: dict) -> bool:
+    if cfg.get("defense") != row.defense:
+        return False
+    if not row.options:
+        return True
+    key = (cfg["defense"], cfg["eps"], cfg["norm"], json.dumps(cfg.get("defense_options") or {}, sort_keys=True,
+                                                                 default=str))
+    if key not in cache:
+        cache[key] = _resolved_options(cfg["defense"], cfg["eps"], cfg["norm"], cfg.get("defense_options") or {})
+    have = cache[key]
+    want = _resolved_options(row.defense, cfg["eps"], cfg["norm"], row.options)
+    return all(str(have.get(k)) == str(want.get(k)) for k in row.options)
+
+
+def _eps_equal(a: Any, b: Any) -> bool:
+    from advbench.threat import parse_eps
+
+    try:
+        return abs(parse_eps(str(a))[0] - parse_eps(str(b))[0]) < 1e-6
+    except Exception:  # noqa: BLE001 - unparsable eps never matches
+        return str(a) == str(b)
+
+
+def _column_value(sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str) -> float | None:
+    df = sub if spec.suite is None else sub[sub["suite"] == spec.suite]
+    if spec.attack == "Clean":
+        hit = df[df["kind"] == "clean"]
+        if hit.empty:
+            hit = sub[sub["kind"] == "clean"]
+    else:
+        hit = df[(df["attack"] == spec.attack) & (df["kind"] != "clean")]
+        want = spec.eps
+        if want is not None:
+            hit = hit[[_eps_equal(e, want) for e in hit["eps"]]]
+        elif hit["eps"].nunique() > 1:
+            same = hit[[_eps_equal(e, train_eps) for e in hit["eps"]]]
+            hit = same if not same.empty else hit
+    if hit.empty:
+        return None
+    acc = 100.0 * float(hit["accuracy"].iloc[0])
+    return 100.0 - acc if spec.transform == "error" else acc
+
+
+def build_paper_grid(frame: pd.DataFrame, paper: str, table: str) -> PaperGrid:
+    """Lay the runs of ``frame`` (from :func:`advbench.report.frame.load_frame`) out as ``paper`` table ``table``."""
+    tid = table_id(table)
+    layout = table_layout(paper, tid)
+    recipe = get_recipe(paper, tid)
+    grid = PaperGrid(layout, recipe)
+    if recipe is None or frame.empty:
+        grid.caption = _caption(grid, frame, [])
+        grid.notes = _missing_notes(grid)
+        return grid
+    cache: dict = {}
+    matched_runs: list[str] = []
+    for run, sub in frame.groupby("run", sort=False):
+        cfg = runs.read_json(Path(run) / "config.json")["config"]
+        if cfg.get("norm") != recipe.norm or not _eps_equal(cfg.get("eps"), recipe.eps):
+            continue
+        for label, row in recipe.rows.items():
+            if not isinstance(row, RowRecipe) or not _row_matches(row, cfg, cache):
+                continue
+            matched_runs.append(str(run))
+            grid.runs_per_row.setdefault(label, []).append(str(run))
+            per_col: dict[str, float] = {}
+            for col, spec in recipe.columns.items():
+                if isinstance(spec, ColumnRecipe) and spec.transform != "sum":
+                    v = _column_value(sub, spec, cfg["eps"])
+                    if v is not None:
+                        per_col[col] = v
+            for col, spec in recipe.columns.items():
+                if isinstance(spec, ColumnRecipe) and spec.transform == "sum" and all(p in per_col for p in spec.parts):
+                    per_col[col] = sum(per_col[p] for p in spec.parts)
+            for col, v in per_col.items():
+                grid.values.setdefault((label, col), []).append(v)
+            break  # a run fills one row
+    grid.caption = _caption(grid, frame, matched_runs)
+    grid.notes = _missing_notes(grid)
+    return grid
+
+
+def _caption(grid: PaperGrid, frame: pd.DataFrame, matched: list[str]) -> str:
+    L, r = grid.layout, grid.recipe
+    head = f"{L.paper} Table {L.table}"
+    if r is None:
+        return f"{head} — published numbers only (no recipe: nothing measured)"
+    sub = frame[frame["run"].isin(matched)] if matched and not frame.empty else frame.iloc[0:0]
+    ds = ", ".join(sorted(map(str, sub["dataset"].unique()))) or DASH
+    md = ", ".join(sorted(map(str, sub["model"].unique()))) or DASH
+    n = ", ".join(str(int(v)) for v in sorted(sub["n"].unique())) or DASH
+    scales: list[str] = []
+    subst: list[str] = []
+    for run in dict.fromkeys(matched):
+        meta_file = Path(run) / "paper.json"
+        if meta_file.is_file():
+            meta = runs.read_json(meta_file)
+            scale = meta.get("scale", "?")
+            if scale == "smoke" and meta.get("smoke"):
+                s = meta["smoke"]
+                scale = (f"smoke (epochs {s.get('epochs')}, n_train {s.get('n_train')}, model {s.get('model')}, "
+                         f"n_eval {s.get('n_eval')})")
+            scales.append(scale)
+            if meta.get("substituted"):
+                subst.append(meta["substituted"])
+    parts = [f"dataset: {ds} (paper: {r.dataset})", f"model: {md} (paper: {r.model})",
+             f"threat: {r.threat_text or f'{r.norm} {r.eps}'}", f"n-eval: {n} (first N test images)",
+             f"attacks: {r.attack_versions}",
+             f"scale: {', '.join(dict.fromkeys(scales)) or 'unknown (runs not made by reproduce)'}"]
+    text = f"{head} — accuracy (%); " + "; ".join(parts) + "; mean ± std over seeds; bold = best measured per column"
+    for s in dict.fromkeys(subst):
+        text += f"; NOTE: {s}"
+    return text
+
+
+def _missing_notes(grid: PaperGrid) -> list[str]:
+    L, r = grid.layout, grid.recipe
+    notes = []
+    cmd = f"advbench reproduce {L.paper} --table {L.table.replace('(', '').replace(')', '')} --scale smoke"
+    for row in L.rows:
+        spec = r.rows.get(row) if r else None
+        if isinstance(spec, RowRecipe):
+            if row not in grid.runs_per_row:
+                notes.append(f"{row}: {DASH} fill with: {cmd}")
+        elif isinstance(spec, str):
+            notes.append(f"{row}: not measured ({spec})")
+        else:
+            notes.append(f"{row}: not measured (no recipe for this row)")
+    if r:
+        for col in L.columns:
+            spec = r.columns.get(col)
+            if isinstance(spec, str):
+                notes.append(f"column {col}: not measured ({spec})")
+    return notes
+
+
+def _num(v: float | None, std: float | None = None) -> str:
+    if v is None:
+        return DASH
+    return f"{v:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
+def display_frame(grid: PaperGrid, *, paper: bool = True, bold: str = "**") -> pd.DataFrame:
+    """Text grid: ``measured`` (bold best) or, with ``paper``, ``measured / published (Δ ±d)``."""
+    best = grid.best()
+    table = pd.DataFrame(index=grid.layout.rows, columns=grid.layout.columns, dtype=object)
+    table.index.name = "Defense"
+    for r in grid.layout.rows:
+        for c in grid.layout.columns:
+            mean, std = grid.mean_std(r, c)
+            text = _num(mean, std)
+            if mean is not None and r in best.get(c, ()) and bold:
+                text = f"<b>{text}</b>" if bold == "<b>" else f"{bold}{text}{bold}"
+            if paper:
+                pub = grid.layout.cells.get((r, c))
+                pv = pub.value if pub else None
+                ptext = _num(pv, pub.std if pub else None)
+                delta = f" (Δ {mean - pv:+.2f})" if mean is not None and pv is not None else ""
+                text = f"{text} / {ptext}{delta}"
+            table.loc[r, c] = text
+    return table
+
+
+def _latex_escape(text: str) -> str:
+    out = str(text)
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("{", r"\{"), ("}", r"\}")):
+        out = out.replace(a, b)
+    return (out.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace(DASH, "--").replace("ℓ", r"$\ell$")
+            .replace("∞", r"$\infty$").replace("‖", r"$\|$").replace("∇", r"$\nabla$").replace("ω", r"$\omega$")
+            .replace("δ", r"$\delta$"))
+
+
+def to_latex(grid: PaperGrid, *, paper: bool = True) -> str:
+    """booktabs table ready to paste (best measured per column in \\textbf)."""
+    table = display_frame(grid, paper=paper, bold="")
+    best = grid.best()
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex_escape(grid.caption)}}}",
+             r"\begin{tabular}{l" + "r" * len(table.columns) + "}", r"\toprule",
+             " & ".join(_latex_escape(c) for c in ["Defense", *table.columns]) + r" \\", r"\midrule"]
+    for r, row in table.iterrows():
+        cells = []
+        for c, v in row.items():
+            text = _latex_escape(v)
+            if r in best.get(c, ()):
+                head, sep, tail = text.partition(" / ")
+                text = rf"\textbf{{{head}}}" + sep + tail
+            cells.append(text)
+        lines.append(" & ".join([_latex_escape(r), *cells]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    if grid.notes:
+        lines += ["% " + n.replace("\n", " ") for n in grid.notes]
+    return "\n".join(lines) + "\n"
+
+
+def parse_latex_numbers(text: str) -> list[list[float | None]]:
+    """Measured means of each body row of :func:`to_latex` output (first number of each cell; None for --)."""
+    body = text.split(r"\midrule", 1)[1].split(r"\bottomrule", 1)[0]
+    out = []
+    for line in body.strip().splitlines():
+        cells = line.rstrip().removesuffix(r"\\").split(" & ")[1:]
+        row = []
+        for cell in cells:
+            head = cell.split(" / ")[0]
+            m = re.search(r"-?\d+\.\d+", head)
+            row.append(float(m.group()) if m else None)
+        out.append(row)
+    return out
+
+
+def render_paper_grid(grid: PaperGrid, fmt: str, *, paper: bool = True, plots: list[Path] | None = None) -> str:
+    """Render in markdown, latex, csv, json or html."""
+    if fmt == "markdown":
+        body = display_frame(grid, paper=paper).to_markdown()
+        legend = "\n\ncells: measured / published (Δ measured − published)" if paper else ""
+        notes = "".join(f"\n- {n}" for n in grid.notes)
+        return f"{grid.caption}\n\n{body}{legend}\n" + (f"\nMissing or not measured:{notes}\n" if notes else "")
+    if fmt == "latex":
+        return to_latex(grid, paper=paper)
+    if fmt == "csv":
+        return pd.DataFrame(grid.records()).to_csv(index=False)
+    if fmt == "json":
+        return json.dumps({"paper": grid.layout.paper, "table": grid.layout.table, "caption": grid.caption,
+                           "rows": grid.layout.rows, "columns": grid.layout.columns, "cells": grid.records(),
+                           "notes": grid.notes}, indent=2, default=str) + "\n"
+    if fmt == "html":
+        from advbench.report.html import html_page
+
+        return html_page(grid.caption, display_frame(grid, paper=paper, bold="<b>"), grid.notes, plots or [])
+    raise ValueError(fmt)
+
+PAPER_FORMATS = ("markdown", "latex", "csv", "json", "html")
