@@ -31,7 +31,9 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 160  # pipes and logs: wide enough that tables are not truncated
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
 @app.callback()
