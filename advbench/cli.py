@@ -46,9 +46,11 @@ def main_options(
 
 @app.command()
 def train(
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset (advbench list datasets). [default: synthetic]")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset (advbench list datasets). "
+                                                  "[default: synthetic]")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model (advbench list models). [default: small-cnn]")] = None,
-    defense: Annotated[Optional[str], typer.Option(help="Defense (advbench list defenses). [default: standard]")] = None,
+    defense: Annotated[Optional[str], typer.Option(help="Defense (advbench list defenses). "
+                                                  "[default: standard]")] = None,
     eps: Annotated[Optional[str], typer.Option(help="Budget, paper style: 8/255, 0.031, 0.5. [default: 8/255]")] = None,
     norm: Annotated[Optional[str], typer.Option(help="Threat norm: linf or l2. [default: linf]")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Training epochs. [default: 10]")] = None,
@@ -63,7 +65,8 @@ def train(
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda[:N]. [default: auto]")] = None,
     init_from: Annotated[Optional[str], typer.Option(help="Start from a run's (or checkpoint file's) weights.")] = None,
     out: Annotated[Path, typer.Option(help="Runs directory.")] = Path("runs"),
-    name: Annotated[Optional[str], typer.Option(help="Run name [default: dataset-model-defense-norm-eps-sSEED].")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Run name "
+                                               "[default: dataset-model-defense-norm-eps-sSEED].")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML recipe (keys as the flags; "
                                                    "[defense]/[model]/[dataset] tables for options).")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Resume this run exactly where it stopped.")] = None,

@@ -7,12 +7,13 @@ type and validated here, so a bad value fails before any work starts, with one c
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
+
+import tomllib
 
 from advbench.errors import UserError
 from advbench.registry import closest
@@ -159,7 +160,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 ScheduleName = Literal["multistep", "cosine", "piecewise-linear", "constant"]
-SelectRule = Literal["val-robust", "val-clean", "last", "test-robust"]
+SelectRule = Literal["auto", "val-robust", "val-clean", "last", "test-robust"]
 
 
 @dataclass
@@ -189,7 +190,7 @@ class TrainConfig:
     download: bool = False
     val_n: int = 500  # validation images attacked per epoch
     val_attack_steps: int = 10
-    select: SelectRule = "val-robust"
+    select: SelectRule = "auto"  # val-clean for standard training, val-robust for every defense
     device: str = "auto"
     init_from: str | None = None  # fine-tune from a run's (or file's) weights
     max_batches_per_epoch: int | None = None  # debugging / smoke runs

@@ -14,14 +14,14 @@ from advbench import api, runs
 
 #: shared settings of every quickstart run
 COMMON: dict[str, Any] = {"dataset": "synthetic", "model": "small-cnn", "eps": "8/255", "norm": "linf",
-                          "epochs": 8, "batch_size": 128, "lr": 0.05, "seed": 0, "n_train": 3000,
+                          "epochs": 8, "batch_size": 128, "lr": 0.002, "seed": 0, "n_train": 3000,
                           "device": "cpu"}
 #: (defense, extra --set options) in the order shown in the table
 QUICKSTART: list[tuple[str, dict[str, Any]]] = [
     ("standard", {}),
     ("pgd-at", {"steps": 5, "step_size": 2.5 / 255}),
 ]
-TRAIN_SETTINGS = {"val_n": 200, "val_attack_steps": 5, "schedule": "cosine", "weight_decay": 5e-4}
+TRAIN_SETTINGS = {"val_n": 200, "val_attack_steps": 5, "schedule": "cosine", "optimizer": "adam", "weight_decay": 0.0}
 
 
 def run_quickstart(out: str | Path = "runs/quickstart", epochs: int | None = None, n_eval: int = 500,

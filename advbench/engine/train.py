@@ -21,7 +21,7 @@ from advbench import runs
 from advbench.config import TrainConfig, config_to_dict, lr_factor
 from advbench.data import DataSplits, batches, load_splits, num_batches
 from advbench.defenses import StepContext, build_defense
-from advbench.engine.common import make_generator, resolve_device, rng_state, seed_everything, set_rng_state
+from advbench.engine.common import resolve_device, rng_state, seed_everything, set_rng_state
 from advbench.engine.evaluate import clean_accuracy, pgd_accuracy
 from advbench.engine.passes import PassCounter
 from advbench.engine.progress import NullProgress
@@ -156,7 +156,7 @@ class Trainer:
             "seed": self.cfg.seed,
             "epochs": self.cfg.epochs,
             "epochs_completed": len(history),
-            "select": self.cfg.select,
+            "select": self.select_rule,
             "best_epoch": self.best.get("epoch"),
             "best_val_clean_acc": self.best.get("val_clean_acc"),
             "best_val_robust_acc": self.best.get("val_robust_acc"),
@@ -188,9 +188,17 @@ class Trainer:
         out["val_n"] = n
         return out
 
+    @property
+    def select_rule(self) -> str:
+        """The checkpoint-selection rule; ``auto`` = clean validation accuracy for standard training (its
+        most robust epoch is the untrained one), validation robust accuracy for every defense."""
+        if self.cfg.select == "auto":
+            return "val-clean" if self.cfg.defense == "standard" else "val-robust"
+        return self.cfg.select
+
     def selection_score(self, record: dict[str, Any]) -> float:
         """Score that decides ``best.pt`` under the configured selection rule."""
-        rule = self.cfg.select
+        rule = self.select_rule
         if rule == "last":
             return float(record["epoch"])
         if rule == "val-clean":
@@ -257,7 +265,7 @@ class Trainer:
                          "val_robust_acc": record.get("val_robust_acc")}
             runs.save_checkpoint(self.run_dir / "checkpoints" / "best.pt",
                                  {"format": runs.CHECKPOINT_FORMAT, "model": self.model.state_dict(),
-                                  "epoch": epoch, "select": cfg.select, "score": score})
+                                  "epoch": epoch, "select": self.select_rule, "score": score})
         self.partial = {}
         runs.save_checkpoint(self.run_dir / "checkpoints" / "last.pt", self.checkpoint_state(epoch + 1, 0))
         stopping = self.stop.requested and epoch + 1 < cfg.epochs

@@ -1,0 +1,120 @@
+"""Deterministic mini-batches and vectorised augmentation for in-memory :class:`TensorSplit` s.
+
+The order of a pass and the augmentation of each batch are pure functions of
+(``seed``, ``epoch``, batch index): the permutation comes from a ``torch.Generator`` seeded with
+(seed, epoch) and each batch's augmentation from one seeded with (seed, epoch, batch index). So
+``start_batch=k`` yields exactly batches k.. of the full pass, which makes mid-epoch resume
+bit-exact. The global RNG is never touched. Random numbers are drawn on the CPU, so the result
+does not depend on the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import torch
+
+from advbench.data.core import AUGMENTS, TensorSplit
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed derived from ``parts`` by hashing (different parts give unrelated streams)."""
+    text = "/".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """Number of batches in one pass over ``n`` examples."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Augment a batch ``x`` [B, C, H, W] (any dtype, any device), returning a new tensor.
+
+    ``"crop-flip"``: zero-pad by H//8 (4 for 32x32) on each side, take a random HxW crop, then flip
+    horizontally with probability 0.5; ``"crop"``: pad and crop only; ``"none"``: ``x`` unchanged.
+    Implemented as one gather, so the cost is one pass over the batch. Random numbers are drawn
+    from ``generator`` in a fixed order (row offsets, column offsets, flips).
+    """
+    if kind not in AUGMENTS:
+        raise ValueError(f"unknown augmentation {kind!r}; choose one of {', '.join(AUGMENTS)}")
+    if kind == "none" or x.shape[0] == 0:
+        return x
+    b, c, h, w = x.shape
+    ph, pw = max(1, h // 8), max(1, w // 8)
+    dev = generator.device
+    oy = torch.randint(0, 2 * ph + 1, (b,), generator=generator, device=dev).to(x.device) - ph
+    ox = torch.randint(0, 2 * pw + 1, (b,), generator=generator, device=dev).to(x.device) - pw
+    cols = torch.arange(w, device=x.device).expand(b, w)
+    if kind == "crop-flip":
+        flip = (torch.rand(b, generator=generator, device=dev) < 0.5).to(x.device)
+        cols = torch.where(flip[:, None], w - 1 - cols, cols)
+    rows = oy[:, None] + torch.arange(h, device=x.device)  # [B, H] source rows
+    cols = ox[:, None] + cols  # [B, W] source columns
+    valid = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+    flat = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]  # [B, H, W]
+    out = torch.gather(x.reshape(b, c, h * w), 2, flat.reshape(b, 1, h * w).expand(b, c, h * w))
+    out = out.reshape(b, c, h, w)
+    return torch.where(valid[:, None], out, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def batches(
+    split: TensorSplit,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    start_batch: int = 0,
+    augment: str = "none",
+    device: torch.device | str = "cpu",
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Iterate over ``split`` in mini-batches ``(x, y, idx)``.
+
+    ``x`` is float32 in [0, 1] on ``device`` (uint8 images are divided by 255, float images are
+    taken as they are) augmented with ``augment``; ``y`` is int64 on ``device``; ``idx`` is int64
+    on the CPU: the positions of the batch's examples in ``split`` (any object with ``.x``, ``.y``).
+    With ``shuffle`` the order is a permutation seeded by (seed, epoch), otherwise 0..N-1.
+    ``start_batch=k`` skips the first k batches and yields exactly what the full pass would.
+    """
+    if augment not in AUGMENTS:
+        raise ValueError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTS)}")
+    n = len(split)
+    total = num_batches(n, batch_size, drop_last)
+    if not 0 <= start_batch <= total:
+        raise ValueError(f"start_batch={start_batch} outside 0..{total}")
+    if shuffle:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed("perm", seed, epoch)))
+    else:
+        order = torch.arange(n)
+    return _iterate(split, order, batch_size, total, start_batch, seed, epoch, augment, torch.device(device))
+
+
+def _iterate(
+    split: TensorSplit,
+    order: torch.Tensor,
+    batch_size: int,
+    total: int,
+    start_batch: int,
+    seed: int,
+    epoch: int,
+    augment: str,
+    device: torch.device,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The generator behind :func:`batches` (arguments already validated)."""
+    pin = device.type == "cuda"
+    for i in range(start_batch, total):
+        idx = order[i * batch_size : (i + 1) * batch_size]
+        x, y = split.x[idx], split.y[idx]
+        if pin:
+            x, y = x.pin_memory(), y.pin_memory()
+        x = x.to(device, non_blocking=pin)
+        x = x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x.to(torch.float32)
+        y = y.to(device, non_blocking=pin)
+        if augment != "none":
+            x = augment_batch(x, augment, torch.Generator().manual_seed(derive_seed("aug", seed, epoch, i)))
+        yield x, y, idx
