@@ -25,7 +25,6 @@ from advbench.engine.passes import PassCounter
 from advbench.models import build_model
 from advbench.threat import ThreatModel
 
-
 #: options under which a defense is timed, where its default at mid-training would time another method
 #: (H-SAT's default schedule reaches lambda = 1 at epoch 50, where it is PGD-AT)
 BENCH_OPTIONS: dict[str, dict[str, object]] = {
