@@ -33,6 +33,8 @@ def run_quickstart(out: str | Path = "runs/quickstart", epochs: int | None = Non
     for defense, options in QUICKSTART:
         settings = {**TRAIN_SETTINGS, **options}
         cfg = {**COMMON, "defense": defense}
+        if defense != "standard":  # fine-tune from the standard run: a few CPU epochs then suffice
+            cfg["init_from"] = str(out / "standard")
         if epochs is not None:
             cfg["epochs"] = epochs
         name = f"{defense}"
