@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advbench.attacks.pgd import ascent_step
+from advbench.engine.passes import module_mode  # noqa: F401  (re-exported for the defenses)
 from advbench.errors import UserError
 from advbench.threat import ThreatModel
 
@@ -84,17 +85,6 @@ def trades_objective(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torc
     kl = kl_to_target(F.log_softmax(logits_adv, dim=1), p_nat, reduction)
     return ce + beta * kl, ce, kl
 
-
-@contextmanager
-def module_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
-    """Put ``model`` in train or eval ``mode`` and restore every module's flag afterwards (grads untouched)."""
-    modes = {m: m.training for m in model.modules()}
-    try:
-        model.train(mode == "train")
-        yield model
-    finally:
-        for m, flag in modes.items():
-            m.training = flag
 
 
 @contextmanager

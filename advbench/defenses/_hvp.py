@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advbench.engine.passes import module_mode  # noqa: F401  (re-exported for the defenses)
+
 #: per-sample loss of (model output, labels) -> [B]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -139,21 +141,6 @@ def fd_hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, 
     g_plus = input_grad(model, x + h * v, y, loss_fn=loss_fn, create_graph=create_graph).grad
     return (g_plus - g0) / h
 
-
-@contextmanager
-def module_mode(model: nn.Module, mode: Literal["train", "eval"]) -> Iterator[nn.Module]:
-    """Switch ``model`` to train or eval mode (BatchNorm statistics) and restore every module's flag after.
-
-    Unlike :func:`advbench.engine.passes.frozen`, parameter gradients stay on: for regularizers whose
-    forwards must be differentiated in the weights but run in a different BN mode (CURE's code).
-    """
-    modes = {m: m.training for m in model.modules()}
-    try:
-        model.train(mode == "train")
-        yield model
-    finally:
-        for m, flag in modes.items():
-            m.training = flag
 
 
 @contextmanager

@@ -60,15 +60,28 @@ def frozen(model: nn.Module, mode: str = "eval") -> Iterator[nn.Module]:
     Attacks run inside this so they never change the model's mode or accumulate parameter grads.
     Per-module training flags and per-parameter ``requires_grad`` are restored exactly.
     """
-    modes = {m: m.training for m in model.modules()}
     grads = {p: p.requires_grad for p in model.parameters()}
     try:
+        with module_mode(model, mode):
+            for p in grads:
+                p.requires_grad_(False)
+            yield model
+    finally:
+        for p, flag in grads.items():
+            p.requires_grad_(flag)
+
+
+@contextmanager
+def module_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
+    """Put ``model`` in ``mode`` ("train" or "eval") and restore every module's flag afterwards.
+
+    Parameter gradients are untouched (for forwards that are differentiated in the weights but run in
+    another BatchNorm mode); :func:`frozen` adds freezing on top.
+    """
+    modes = {m: m.training for m in model.modules()}
+    try:
         model.train(mode == "train")
-        for p in grads:
-            p.requires_grad_(False)
         yield model
     finally:
         for m, flag in modes.items():
             m.training = flag
-        for p, flag in grads.items():
-            p.requires_grad_(flag)
