@@ -214,6 +214,31 @@ def test_attack_bn_mode_option_is_wired(mode):
 # ---------------------------------------------------------------- MART
 
 
+def test_kl_terms_keep_finite_gradients_for_a_saturated_target():
+    """Fine-tuning from a confident model: softmax underflows to exactly 0 for some classes. The KL target
+    keeps its gradient (TRADES, MART reference), and the probability form p·log p then gives NaN
+    everywhere; the log-target form gives the same values and gradients where those are finite."""
+    torch.manual_seed(3)
+    y = torch.randint(0, 4, (6,))
+    za = torch.randn(6, 4, dtype=torch.float64)
+    z = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    # unsaturated: the log-target form equals autograd through the probability form
+    _, _, kl = trades_objective(z, za, y, beta=1.0)
+    g_new = torch.autograd.grad(kl, z)[0]
+    ref = F.kl_div(F.log_softmax(za, 1), F.softmax(z, 1), reduction="batchmean")
+    g_ref = torch.autograd.grad(ref, z)[0]
+    assert float(kl.detach()) == pytest.approx(float(ref.detach()), rel=1e-12)
+    assert torch.allclose(g_new, g_ref, atol=1e-12)
+    # saturated (float32, as in training): the old form is NaN, the objectives stay finite
+    zs = torch.tensor([[120.0, 0.0, -5.0, 3.0]] * 6, requires_grad=True)
+    zas = za.float().requires_grad_(True)
+    old = F.kl_div(F.log_softmax(zas, 1), F.softmax(zs, 1), reduction="batchmean")
+    assert torch.isnan(torch.autograd.grad(old, zs)[0]).any()
+    for objective in (lambda: trades_objective(zs, zas, y, beta=6.0)[0], lambda: mart_objective(zs, zas, y, 6.0)[0]):
+        grads = torch.autograd.grad(objective(), [zs, zas])
+        assert all(torch.isfinite(g).all() for g in grads)
+
+
 def test_mart_objective_pieces():
     torch.manual_seed(2)
     z = torch.randn(8, 5, dtype=torch.float64, requires_grad=True)

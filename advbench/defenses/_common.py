@@ -29,9 +29,19 @@ def kl_to_target(log_q: torch.Tensor, p: torch.Tensor, reduction: KLReduction = 
     return F.kl_div(log_q, p, reduction="batchmean")
 
 
-def per_sample_kl(log_q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """Σ_c p_c (log p_c − log q_c) per row (0·log 0 = 0)."""
-    return F.kl_div(log_q, p, reduction="none").sum(dim=1)
+def kl_to_log_target(log_q: torch.Tensor, log_p: torch.Tensor, reduction: KLReduction = "batchmean") -> torch.Tensor:
+    """KL(p ‖ q) from log p and log q: the same value as :func:`kl_to_target`, but a target that keeps its
+    gradient stays finite where softmax underflows (p_c = 0 makes ∂(p log p)/∂p = log 0 in the probability
+    form, which turns the whole gradient to NaN for a confident model)."""
+    if reduction == "mean":
+        return F.kl_div(log_q, log_p, reduction="sum", log_target=True) / log_q.numel()
+    return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+
+
+def per_sample_kl(log_q: torch.Tensor, p: torch.Tensor, log_target: bool = False) -> torch.Tensor:
+    """Σ_c p_c (log p_c − log q_c) per row (0·log 0 = 0); ``log_target``: ``p`` is given as log p (finite
+    gradients for a target that keeps its graph, see :func:`kl_to_log_target`)."""
+    return F.kl_div(log_q, p, reduction="none", log_target=log_target).sum(dim=1)
 
 
 def unit_step(threat: ThreatModel, steps: int, step_size: float | None, l2_rule: str = "eps/4") -> float:
@@ -81,8 +91,8 @@ def trades_objective(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torc
     """
     ce = F.cross_entropy(logits_nat, y)
     tgt = logits_nat if logits_target is None else logits_target
-    p_nat = F.softmax(tgt.detach() if detach_target else tgt, dim=1)
-    kl = kl_to_target(F.log_softmax(logits_adv, dim=1), p_nat, reduction)
+    log_p_nat = F.log_softmax(tgt.detach() if detach_target else tgt, dim=1)
+    kl = kl_to_log_target(F.log_softmax(logits_adv, dim=1), log_p_nat, reduction)
     return ce + beta * kl, ce, kl
 
 

@@ -47,8 +47,8 @@ def mart_objective(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tens
     top2 = p_adv.topk(2, dim=1).indices
     new_y = torch.where(top2[:, 0] == y, top2[:, 1], top2[:, 0])
     bce = F.cross_entropy(logits_adv, y) + F.nll_loss(torch.log(1.0001 - p_adv + 1e-12), new_y)
-    target = p_nat.detach() if detach_target else p_nat
-    kl = per_sample_kl(torch.log(p_adv + 1e-12), target)
+    log_p_nat = F.log_softmax(logits, dim=1)  # log-space target: finite gradients when softmax underflows
+    kl = per_sample_kl(torch.log(p_adv + 1e-12), log_p_nat.detach() if detach_target else log_p_nat, log_target=True)
     w = 1.0000001 - p_nat.gather(1, y[:, None]).squeeze(1)
     if detach_weight:
         w = w.detach()

@@ -24,6 +24,7 @@ from advbench.attacks.pgd import pgd_perturb
 from advbench.defenses._common import (
     check_attack,
     check_positive,
+    kl_to_log_target,
     kl_to_target,
     trades_kl_attack,
     trades_objective,
@@ -279,7 +280,7 @@ class RAT(Defense):
         else:
             assert logits is not None
             ce = F.cross_entropy(logits, y)
-            robust = kl_to_target(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1))
+            robust = kl_to_log_target(F.log_softmax(logits_adv, dim=1), F.log_softmax(logits, dim=1))
             loss = (ce_w * ce if eta > 0 else ce) + o.beta * robust
             logs["kl"] = float(robust.detach())
         logs["ce"] = float(ce.detach())
