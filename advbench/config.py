@@ -160,6 +160,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 ScheduleName = Literal["multistep", "cosine", "piecewise-linear", "constant"]
+AmpMode = Literal["off", "bf16", "fp16"]
+DistBackend = Literal["auto", "gloo", "nccl"]
 SelectRule = Literal["auto", "val-robust", "val-clean", "last", "test-robust"]
 
 
@@ -194,6 +196,20 @@ class TrainConfig:
     device: str = "auto"
     init_from: str | None = None  # fine-tune from a run's (or file's) weights
     max_batches_per_epoch: int | None = None  # debugging / smoke runs
+    # speed (docs/scaling.md); resolved values are recorded in config.json's "runtime" block
+    amp: AmpMode = "off"  # autocast dtype of the training step: bf16 (CUDA, CPU), fp16 (+ loss scaling)
+    channels_last: bool = False  # NHWC memory format for model and inputs (faster convs on tensor cores)
+    compile: bool = False  # torch.compile the network (not for double-backprop defenses)
+    compile_backend: str = "inductor"
+    cudnn_benchmark: bool | None = None  # None: on for CUDA
+    grad_checkpointing: bool = False  # recompute residual blocks in the backward (wrn/resnet/preact)
+    pin_memory: bool | None = None  # None: on for CUDA (page-locked host batches, non-blocking copies)
+    data_on_device: bool | None = None  # None: keep the uint8 train split on the GPU when it is < 4 GiB
+    # distributed training (torchrun / --nproc); world size and backend are recorded in config.json
+    sync_bn: bool = False  # SyncBatchNorm across ranks (CUDA only)
+    dist_backend: DistBackend = "auto"  # auto: nccl for CUDA, gloo for CPU
+    # memory recording: peak memory of every k-th training step (metrics.jsonl, summary.json)
+    mem_every: int = 1
     dataset_options: dict[str, Any] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=dict)
     defense_options: dict[str, Any] = field(default_factory=dict)
@@ -209,6 +225,8 @@ class TrainConfig:
             raise UserError(f"--n-train must be >= 1, got {self.n_train}")
         if self.val_n < 0 or self.val_attack_steps < 0:
             raise UserError("val_n and val_attack_steps must be >= 0")
+        if self.mem_every < 0:
+            raise UserError(f"mem_every must be >= 0 (0 switches memory recording off), got {self.mem_every}")
         parse_eps(self.eps)
 
     def resolved_milestones(self) -> list[float]:
@@ -234,3 +252,6 @@ def lr_factor(cfg: TrainConfig, t: float) -> float:
 
 
 TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
+#: how a run was executed, not what was trained: runs that differ only here are one configuration in reports
+RUNTIME_KEYS = {"amp", "channels_last", "compile", "compile_backend", "cudnn_benchmark", "grad_checkpointing",
+                "pin_memory", "data_on_device", "sync_bn", "dist_backend", "mem_every"}

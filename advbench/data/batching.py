@@ -6,6 +6,10 @@ The order of a pass and the augmentation of each batch are pure functions of
 ``start_batch=k`` yields exactly batches k.. of the full pass, which makes mid-epoch resume
 bit-exact. The global RNG is never touched. Random numbers are drawn on the CPU, so the result
 does not depend on the device.
+
+Distributed training (``shard=(rank, world)``) yields each rank its contiguous part of every global
+batch (:func:`shard_rows`); the augmentation random numbers are drawn for the whole global batch and
+sliced, so the union of the ranks' batches is exactly the single-process batch.
 """
 
 from __future__ import annotations
@@ -31,26 +35,38 @@ def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
-def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+def shard_rows(n: int, rank: int, world: int) -> tuple[int, int]:
+    """``(start, stop)`` of rank ``rank``'s contiguous part of a batch of ``n`` rows (sizes differ by <= 1)."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator, *,
+                  part: tuple[int, int] | None = None) -> torch.Tensor:
     """Augment a batch ``x`` [B, C, H, W] (any dtype, any device), returning a new tensor.
 
     ``"crop-flip"``: zero-pad by H//8 (4 for 32x32) on each side, take a random HxW crop, then flip
     horizontally with probability 0.5; ``"crop"``: pad and crop only; ``"none"``: ``x`` unchanged.
     Implemented as one gather, so the cost is one pass over the batch. Random numbers are drawn
-    from ``generator`` in a fixed order (row offsets, column offsets, flips).
+    from ``generator`` in a fixed order (row offsets, column offsets, flips). ``part=(start, total)``
+    says that ``x`` holds rows start..start+B-1 of a batch of ``total`` rows: the random numbers are
+    drawn for all ``total`` rows and sliced, so the result equals those rows of the augmented whole.
     """
     if kind not in AUGMENTS:
         raise ValueError(f"unknown augmentation {kind!r}; choose one of {', '.join(AUGMENTS)}")
     if kind == "none" or x.shape[0] == 0:
         return x
     b, c, h, w = x.shape
+    start, total = part if part is not None else (0, b)
+    sl = slice(start, start + b)
     ph, pw = max(1, h // 8), max(1, w // 8)
     dev = generator.device
-    oy = torch.randint(0, 2 * ph + 1, (b,), generator=generator, device=dev).to(x.device) - ph
-    ox = torch.randint(0, 2 * pw + 1, (b,), generator=generator, device=dev).to(x.device) - pw
+    oy = torch.randint(0, 2 * ph + 1, (total,), generator=generator, device=dev)[sl].to(x.device) - ph
+    ox = torch.randint(0, 2 * pw + 1, (total,), generator=generator, device=dev)[sl].to(x.device) - pw
     cols = torch.arange(w, device=x.device).expand(b, w)
     if kind == "crop-flip":
-        flip = (torch.rand(b, generator=generator, device=dev) < 0.5).to(x.device)
+        flip = (torch.rand(total, generator=generator, device=dev)[sl] < 0.5).to(x.device)
         cols = torch.where(flip[:, None], w - 1 - cols, cols)
     rows = oy[:, None] + torch.arange(h, device=x.device)  # [B, H] source rows
     cols = ox[:, None] + cols  # [B, W] source columns
@@ -72,6 +88,8 @@ def batches(
     augment: str = "none",
     device: torch.device | str = "cpu",
     drop_last: bool = False,
+    shard: tuple[int, int] | None = None,
+    pin_memory: bool | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Iterate over ``split`` in mini-batches ``(x, y, idx)``.
 
@@ -80,6 +98,10 @@ def batches(
     on the CPU: the positions of the batch's examples in ``split`` (any object with ``.x``, ``.y``).
     With ``shuffle`` the order is a permutation seeded by (seed, epoch), otherwise 0..N-1.
     ``start_batch=k`` skips the first k batches and yields exactly what the full pass would.
+    ``shard=(rank, world)``: yield only this rank's contiguous part of each batch (:func:`shard_rows`),
+    augmented exactly as those rows of the whole batch. ``pin_memory`` (default: on for a CUDA
+    ``device`` when the split lives on the CPU) copies through page-locked memory with non-blocking
+    transfers; a split already on ``device`` is indexed in place (no copy at all).
     """
     if augment not in AUGMENTS:
         raise ValueError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTS)}")
@@ -91,7 +113,12 @@ def batches(
         order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed("perm", seed, epoch)))
     else:
         order = torch.arange(n)
-    return _iterate(split, order, batch_size, total, start_batch, seed, epoch, augment, torch.device(device))
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard={shard} must be (rank, world) with 0 <= rank < world")
+    dev = torch.device(device)
+    pin = dev.type == "cuda" if pin_memory is None else bool(pin_memory)
+    pin = pin and dev.type == "cuda" and split.x.device.type == "cpu"
+    return _iterate(split, order, batch_size, total, start_batch, seed, epoch, augment, dev, shard, pin)
 
 
 def _iterate(
@@ -104,17 +131,26 @@ def _iterate(
     epoch: int,
     augment: str,
     device: torch.device,
+    shard: tuple[int, int] | None,
+    pin: bool,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The generator behind :func:`batches` (arguments already validated)."""
-    pin = device.type == "cuda"
     for i in range(start_batch, total):
         idx = order[i * batch_size : (i + 1) * batch_size]
-        x, y = split.x[idx], split.y[idx]
+        part = None
+        if shard is not None:
+            n_all = idx.shape[0]
+            lo, hi = shard_rows(n_all, *shard)
+            idx, part = idx[lo:hi], (lo, n_all)
+        if split.x.device.type != "cpu":
+            x, y = split.x[idx.to(split.x.device)], split.y[idx.to(split.y.device)]
+        else:
+            x, y = split.x[idx], split.y[idx]
         if pin:
             x, y = x.pin_memory(), y.pin_memory()
         x = x.to(device, non_blocking=pin)
         x = x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x.to(torch.float32)
         y = y.to(device, non_blocking=pin)
         if augment != "none":
-            x = augment_batch(x, augment, torch.Generator().manual_seed(derive_seed("aug", seed, epoch, i)))
+            x = augment_batch(x, augment, torch.Generator().manual_seed(derive_seed("aug", seed, epoch, i)), part=part)
         yield x, y, idx

@@ -129,11 +129,16 @@ def check_attack(steps: int, step_size: float | None, name: str) -> None:
 
 
 class PerSampleStore:
-    """A per-dataset-index float store (MMA's eps_i, CAT's eps_i) that grows on demand and survives resume."""
+    """A per-dataset-index float store (MMA's eps_i, CAT's eps_i) that grows on demand and survives resume.
+
+    Under distributed training every rank updates the samples of its part of each batch; the trainer
+    calls :meth:`sync_ranks` (through :meth:`Defense.sync_ranks`) so that every rank sees every update.
+    """
 
     def __init__(self, default: float = 0.0) -> None:
         self.default = default
         self.values = torch.empty(0)
+        self._touched: list[torch.Tensor] = []
 
     def _grow(self, n: int) -> None:
         if n > self.values.numel():
@@ -151,6 +156,27 @@ class PerSampleStore:
         idx = idx.detach().long().cpu()
         self._grow(int(idx.max()) + 1 if idx.numel() else 0)
         self.values[idx] = values.detach().to(self.values.dtype).cpu()
+        from advbench.engine.distributed import is_distributed
+
+        if is_distributed():
+            self._touched.append(idx)
+
+    def sync_ranks(self) -> None:
+        """Apply every rank's updates since the last sync on every rank (a no-op for one process).
+
+        Within an epoch each sample belongs to exactly one rank's part of one batch, so the updates of
+        different ranks never touch the same index between two syncs at epoch boundaries."""
+        from advbench.engine import distributed
+
+        touched = torch.cat(self._touched) if self._touched else torch.empty(0, dtype=torch.long)
+        self._touched = []
+        if not distributed.is_distributed():
+            return
+        mine = (touched, self.values[touched].clone())
+        for rank, (idx, vals) in enumerate(distributed.all_gather_objects(mine)):
+            if rank != distributed.rank() and idx.numel():
+                self._grow(int(idx.max()) + 1)
+                self.values[idx] = vals
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The stored values."""

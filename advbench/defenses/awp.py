@@ -48,13 +48,17 @@ AWP_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def awp_perturbation(model: nn.Module, objective: Callable[[nn.Module], torch.Tensor], gamma: float,
-                     proxy_lr: float = 0.01, proxy_bn_mode: str = "train") -> dict[str, torch.Tensor]:
+                     proxy_lr: float = 0.01, proxy_bn_mode: str = "train",
+                     average: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None
+                     ) -> dict[str, torch.Tensor]:
     """AWP weight perturbation (Wu et al. 2020, Eq. 8–9 as in the reference code's proxy step).
 
     One plain-SGD ascent step of ``objective(model)`` with learning rate ``proxy_lr`` gives d_k = lr·∇_{w_k};
     each conv/linear weight gets v_k = γ·‖w_k‖/(‖d_k‖ + 1e-20)·d_k. The objective is evaluated in
     ``proxy_bn_mode`` with BN statistics restored afterwards (the reference's proxy is a throwaway copy).
-    Returns {parameter name: v_k} (detached).
+    ``average`` (distributed training: :meth:`StepContext.average`) turns each rank's proxy gradient into
+    the gradient of the whole global batch, so every rank applies the same v. Returns {parameter name: v_k}
+    (detached).
     """
     named = weight_params(model)
     if not named or gamma == 0:
@@ -62,6 +66,9 @@ def awp_perturbation(model: nn.Module, objective: Callable[[nn.Module], torch.Te
     with module_mode(model, proxy_bn_mode), preserved_buffers(model):
         obj = objective(model)
         grads = torch.autograd.grad(obj, [p for _, p in named], allow_unused=True)
+    if average is not None:
+        grads = tuple(torch.zeros_like(p) if g is None else g for (_, p), g in zip(named, grads, strict=True))
+        grads = tuple(average(list(grads)))
     out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for (name, p), g in zip(named, grads, strict=True):
@@ -186,16 +193,18 @@ class AWP(Defense):
         return F.cross_entropy(logits_adv, y), {"adv_acc": accuracy(logits_adv, y)}
 
     def perturbation(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
-                     y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """v = γ·‖w‖·∇/‖∇‖ per layer from one ascent step of the base objective (see :func:`awp_perturbation`)."""
+                     y: torch.Tensor, ctx: StepContext | None = None) -> dict[str, torch.Tensor]:
+        """v = γ·‖w‖·∇/‖∇‖ per layer from one ascent step of the base objective (see :func:`awp_perturbation`);
+        under distributed training the proxy gradient is that of the whole global batch."""
         o = self.options
+        average = ctx.average if ctx is not None and ctx.distributed else None
         return awp_perturbation(model, lambda m: self.objective(m, x, x_adv, y)[0], float(o.resolved("gamma")),
-                                float(o.resolved("proxy_lr")), o.proxy_bn_mode)
+                                float(o.resolved("proxy_lr")), o.proxy_bn_mode, average=average)
 
     def loss(self, model, x, y, ctx: StepContext):
         """Base loss at the adversarially perturbed weights w + v; its gradient flows into w."""
         x_adv = self.craft(model, x, y)
-        v = self.perturbation(model, x, x_adv, y) if self.active(ctx.epoch) else {}
+        v = self.perturbation(model, x, x_adv, y, ctx) if self.active(ctx.epoch) else {}
         loss, logs = self.objective(perturbed_forward(model, v), x, x_adv, y)
         if v:
             logs["awp_rel_norm"] = float(torch.stack([dv.norm() for dv in v.values()]).norm()

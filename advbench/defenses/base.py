@@ -31,11 +31,44 @@ class StepContext:
     num_classes: int
     idx: torch.Tensor | None = None  # dataset indices of the batch (per-sample state, e.g. MMA)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the trainer's :class:`~advbench.engine.optim.SyncedOptimizer` (AMP loss scaling, gradient averaging
+    #: across ranks); None when a defense is driven directly (tests, benchmarks): plain backward then
+    optim: Any = None
 
     @property
     def progress(self) -> float:
         """Fractional epoch (epoch + step / steps_per_epoch)."""
         return self.epoch + self.step / max(1, self.steps_per_epoch)
+
+    def backward(self, loss: torch.Tensor, **kwargs: Any) -> None:
+        """``loss.backward()`` for the training gradient (through the fp16 loss scaler when AMP uses one).
+        Defenses call this instead of ``loss.backward()`` for the parameter-gradient backward."""
+        if self.optim is None:
+            loss.backward(**kwargs)
+        else:
+            self.optim.backward(loss, **kwargs)
+
+    @property
+    def grad_scale(self) -> float:
+        """Factor that ``.grad`` carries now (the fp16 loss scale, else 1): parameter gradients a defense
+        computes itself (``torch.autograd.grad``) and adds to ``.grad`` are multiplied by it."""
+        return 1.0 if self.optim is None else self.optim.grad_scale
+
+    @property
+    def distributed(self) -> bool:
+        """True when gradients are averaged over several ranks at the optimizer step."""
+        return self.optim is not None and bool(getattr(self.optim, "sync", False))
+
+    def finalize_grads(self) -> None:
+        """Make ``.grad`` the final gradient of the whole (global) batch now: averaged over ranks and
+        unscaled. Call before reading gradients as a whole (clipping by norm); no-op for one process."""
+        if self.optim is not None:
+            self.optim.finalize()
+
+    def average(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Average per-rank gradient pieces that are added to ``.grad`` after :meth:`finalize_grads`
+        (weighted by each rank's share of the batch); identity for one process."""
+        return list(tensors) if self.optim is None else self.optim.average(tensors)
 
 
 @dataclass
@@ -66,7 +99,7 @@ class Defense:
         """One optimisation step; returns the logged scalars including ``loss``."""
         optimizer.zero_grad(set_to_none=True)
         loss, logs = self.loss(model, x, y, ctx)
-        loss.backward()
+        ctx.backward(loss)
         optimizer.step()
         return {"loss": float(loss.detach()), **logs}
 
@@ -83,6 +116,15 @@ class Defense:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
+
+    def sync_ranks(self) -> None:
+        """Share per-sample state updated by each rank (distributed training; called by the trainer at
+        epoch ends and before checkpoints). The default syncs every attribute that has ``sync_ranks``
+        (e.g. :class:`~advbench.defenses._common.PerSampleStore`)."""
+        for value in vars(self).values():
+            sync = getattr(value, "sync_ranks", None)
+            if callable(sync):
+                sync()
 
     def describe(self) -> dict[str, Any]:
         """JSON record: name and every option."""

@@ -87,8 +87,8 @@ class FreeAT(Defense):
             logits = model((x + delta).clamp(0, 1))
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad = delta.grad
+            ctx.backward(loss)
+            grad = delta.grad  # scaled by ctx.grad_scale under fp16 AMP: the sign / L2 direction is unchanged
             delta = ascent_step(delta.detach(), grad if grad is not None else torch.zeros_like(delta),
                                 self.threat, alpha)
             optimizer.step()

@@ -166,13 +166,13 @@ class GradRegFD(Defense):
             t = fd_gradient_terms(model, x, y, h=o.h, penalty=self.penalty(), fd_order="central", params=params)
             ce = t.loss.detach().mean()
             reg = self._reg(t.slope)
-            reg.backward()
-            add_param_grads(params, t.param_grads or [], 1.0 / x.shape[0])
+            ctx.backward(reg)
+            add_param_grads(params, t.param_grads or [], ctx.grad_scale / x.shape[0])
         else:
             t = fd_gradient_terms(model, x, y, h=o.h, penalty=self.penalty(), fd_order="forward")
             ce = t.loss.mean()
             reg = self._reg(t.slope)
-            (ce + reg).backward()
+            ctx.backward(ce + reg)
         optimizer.step()
         return {"loss": float((ce + reg).detach()), "ce": float(ce.detach()), "reg": float(reg.detach()),
                 "acc": accuracy(t.output.detach(), y)}

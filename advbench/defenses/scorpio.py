@@ -196,8 +196,8 @@ class Scorpio(Defense):
             out_q = model(xq)
             ce, ce_q = base.loss.detach().mean(), F.cross_entropy(out_q, y)
         optimizer.zero_grad(set_to_none=True)
-        (self.r * ce_q).backward()
-        add_param_grads(params, base.param_grads or [], self._clean_weight() / x.shape[0])
+        ctx.backward(self.r * ce_q)
+        add_param_grads(params, base.param_grads or [], ctx.grad_scale * self._clean_weight() / x.shape[0])
         optimizer.step()
         total = ce + self.r * (ce_q.detach() - ce) if not self.options.detach_clean_in_reg \
             else ce + self.r * ce_q.detach()

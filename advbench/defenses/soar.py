@@ -231,12 +231,17 @@ class SOAR(Defense):
         optimizer.zero_grad(set_to_none=True)
         logs = self._logs(terms, y, reg)
         if clip:
-            reg.backward()
+            ctx.backward(reg)
+            ctx.finalize_grads()  # the clip acts on the regularizer gradient of the whole (global) batch
             norm = torch.nn.utils.clip_grad_norm_(params, o.reg_grad_clip)
-            add_param_grads(params, terms.param_grads or [], 1.0 / x.shape[0])
+            ce_grads, scale = list(terms.param_grads or []), 1.0 / x.shape[0]
+            if ctx.distributed:  # the CE gradient is added after the averaging: average it on its own
+                averaged = iter(ctx.average([g * scale for g in ce_grads if g is not None]))
+                ce_grads, scale = [next(averaged) if g is not None else None for g in ce_grads], 1.0
+            add_param_grads(params, ce_grads, scale)
             logs["reg_grad_norm"] = float(norm)
         else:
-            (ce + reg).backward()
+            ctx.backward(ce + reg)
         optimizer.step()
         return {"loss": float((ce + reg).detach()), **logs}
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -41,9 +43,18 @@ def stop_on_signals(flag: StopFlag) -> Iterator[StopFlag]:
         return
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
+    # under torchrun a Ctrl-C reaches each worker twice within milliseconds (from the terminal, then
+    # forwarded by the torchrun agent): that echo must not count as the second, aborting Ctrl-C
+    echo_window = 2.0 if os.environ.get("TORCHELASTIC_RUN_ID") else 0.0
+    first = [0.0]
+
     def handler(signum: int, frame: object) -> None:
         if flag.requested and signum == signal.SIGINT:
+            if time.monotonic() - first[0] < echo_window:
+                return
             raise KeyboardInterrupt
+        if not flag.requested:
+            first[0] = time.monotonic()
         flag.request(signal.Signals(signum).name)
 
     for s in previous:

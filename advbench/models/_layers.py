@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from advbench.errors import UserError
 from advbench.models.base import parse_bool
@@ -63,3 +67,51 @@ def feature_size(features: nn.Module, in_channels: int, input_size: int) -> tupl
     if out.dim() != 4 or out.shape[-1] < 1:
         raise UserError(f"input size {input_size} is too small for this model")
     return int(out.shape[1]), int(out.shape[-1])
+
+
+@contextmanager
+def _kept_buffers(module: nn.Module) -> Iterator[None]:
+    """Restore ``module``'s buffers on exit (a recomputed forward must not update BN statistics twice)."""
+    saved = [(b, b.detach().clone()) for b in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)
+
+
+def checkpointed(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``block(x)`` with activation checkpointing: its activations are freed after the forward and
+    recomputed in the backward (``torch.utils.checkpoint``, non-reentrant, so double backprop and
+    ``torch.autograd.grad`` work). The RNG state is replayed, and BatchNorm running statistics are
+    updated by the first forward only (restored after every recomputation)."""
+    calls = [0]
+
+    def run(inp: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        if calls[0] == 1:
+            return block(inp)
+        with _kept_buffers(block):
+            return block(inp)
+
+    return checkpoint(run, x, use_reentrant=False)
+
+
+def run_blocks(blocks: Iterable[nn.Module], x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
+    """Apply ``blocks`` in order, each under :func:`checkpointed` when ``checkpointing`` and autograd is
+    recording (under ``no_grad`` there is nothing to save, so blocks run plainly)."""
+    use = checkpointing and torch.is_grad_enabled()
+    for block in blocks:
+        x = checkpointed(block, x) if use else block(x)
+    return x
+
+
+class GradCheckpointing:
+    """Mixin of the residual networks: ``set_grad_checkpointing(True)`` checkpoints every residual block."""
+
+    grad_checkpointing: bool = False
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each residual block's activations in the backward instead of storing them."""
+        self.grad_checkpointing = bool(enabled)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from advbench.models._layers import check_positive
+from advbench.models._layers import GradCheckpointing, check_positive, run_blocks
 from advbench.models.base import MODELS
 
 
@@ -38,7 +38,7 @@ class PreActBlock(nn.Module):
         return out + shortcut
 
 
-class PreActResNet(nn.Module):
+class PreActResNet(GradCheckpointing, nn.Module):
     """Pre-activation ResNet: stem conv, stages of :class:`PreActBlock`, BN-ReLU, avg-pool, ``linear``."""
 
     def __init__(
@@ -69,7 +69,7 @@ class PreActResNet(nn.Module):
         """Logits for a batch of (already normalised) images."""
         out = self.conv1(x)
         for index in range(self.num_stages):
-            out = getattr(self, f"layer{index + 1}")(out)
+            out = run_blocks(getattr(self, f"layer{index + 1}"), out, self.grad_checkpointing)
         out = F.relu(self.bn(out))
         return self.linear(torch.flatten(self.pool(out), 1))
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from advbench.models._layers import norm2d, resolve_conv_bias, resolve_stem
+from advbench.models._layers import GradCheckpointing, norm2d, resolve_conv_bias, resolve_stem, run_blocks
 from advbench.models.base import MODELS, parse_bool
 
 
@@ -37,7 +37,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ResNet(nn.Module):
+class ResNet(GradCheckpointing, nn.Module):
     """BasicBlock ResNet with four stages (64-128-256-512) and a linear classifier ``linear``."""
 
     def __init__(
@@ -74,7 +74,8 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of (already normalised) images."""
         out = self.maxpool(F.relu(self.bn1(self.conv1(x))))
-        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            out = run_blocks(stage, out, self.grad_checkpointing)
         return self.linear(torch.flatten(self.pool(out), 1))
 
 

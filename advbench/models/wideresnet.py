@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from advbench.errors import UserError
-from advbench.models._layers import check_dropout, check_positive
+from advbench.models._layers import GradCheckpointing, check_dropout, check_positive, run_blocks
 from advbench.models.base import MODELS
 
 
@@ -66,7 +66,7 @@ class NetworkBlock(nn.Module):
         return self.layer(x)
 
 
-class WideResNet(nn.Module):
+class WideResNet(GradCheckpointing, nn.Module):
     """WRN-depth-widen with He-normal (fan-out) conv init, BN weight 1 / bias 0 and zero linear bias."""
 
     def __init__(
@@ -100,7 +100,9 @@ class WideResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of (already normalised) images."""
-        out = self.block3(self.block2(self.block1(self.conv1(x))))
+        out = self.conv1(x)
+        for stage in (self.block1, self.block2, self.block3):
+            out = run_blocks(stage.layer, out, self.grad_checkpointing)
         out = self.relu(self.bn1(out))
         return self.fc(torch.flatten(self.pool(out), 1))
 

@@ -9,9 +9,11 @@ from typing import Any
 import pandas as pd
 
 from advbench import runs
+from advbench.config import RUNTIME_KEYS
 
-#: options that never make two runs different configurations (seeds are averaged over)
-_IGNORED = {"seed", "device", "data_dir", "download", "init_from"}
+#: options that never make two runs different configurations (seeds are averaged over; speed and
+#: distributed settings, absent from runs made before they existed, do not define the method)
+_IGNORED = {"seed", "device", "data_dir", "download", "init_from"} | RUNTIME_KEYS
 
 
 def _defense_label(record: dict[str, Any]) -> str:
