@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -90,11 +91,14 @@ def train(*, out: str | Path = "runs", name: str | None = None, resume: str | Pa
     ``options`` are TrainConfig fields (dataset, model, defense, eps, norm, epochs, batch_size, lr, seed,
     n_train, ...); ``settings`` are ``--set`` style overrides routed to the defense, model or dataset.
     """
+    import os
+
     from advbench.engine.progress import make_progress
     from advbench.engine.signals import StopFlag, stop_on_signals
     from advbench.engine.train import resume_run, start_run
 
     flag = stop or StopFlag()
+    quiet = quiet or os.environ.get("RANK", "0") != "0"  # under torchrun rank 0 shows progress
     with make_progress(quiet) as progress, stop_on_signals(flag):
         if resume is not None:
             return resume_run(resume, progress=progress, stop=flag, batch_hook=batch_hook,
@@ -211,6 +215,7 @@ def _run_job(model: Any, data: Any, *, the_suite: Any, threats: list[Any], n_eva
              batch_hook: Any, attack_hook: Any) -> dict[str, Any]:
     """Shared tail of :func:`attack` and :func:`evaluate`: build the job, reuse a stored result, run, write."""
     from advbench.attacks.base import AttackContext
+    from advbench.engine import distributed
     from advbench.engine.evaluate import EvalJob, evaluate_suite
     from advbench.engine.progress import make_progress
     from advbench.engine.signals import StopFlag, stop_on_signals
@@ -222,16 +227,58 @@ def _run_job(model: Any, data: Any, *, the_suite: Any, threats: list[Any], n_eva
         reasons = "; ".join(f"{s['label']}: {s['reason']}" for s in job.skipped())
         raise UserError(f"nothing to run in suite '{the_suite.name}' ({reasons})")
     out_file = out_dir / "attacks" / f"{the_suite.name}.json"
-    if out_file.is_file() and not force:
-        existing = runs.read_json(out_file)
-        if existing.get("fingerprint") == job.fingerprint():
-            return existing
+    existing = None
+    if distributed.is_main() and out_file.is_file() and not force:
+        stored = runs.read_json(out_file)
+        existing = stored if stored.get("fingerprint") == job.fingerprint() else None
+    existing = distributed.broadcast_object(existing)  # every rank takes the same branch
+    if existing is not None:
+        return existing
     flag = stop or StopFlag()
     context = AttackContext(source_model=source_model, source=source_desc, hook=attack_hook)
-    with runs.RunLock(out_dir, f"attack {the_suite.name}"), make_progress(quiet) as progress, \
-            stop_on_signals(flag):
+    with contextlib.ExitStack() as stack:
+        # rank 0 holds the run's lock for all ranks; the others write only their own shard files
+        error = None
+        if distributed.is_main():
+            try:
+                stack.enter_context(runs.RunLock(out_dir, f"attack {the_suite.name}"))
+            except UserError as err:
+                error = str(err)
+        error = distributed.broadcast_object(error)
+        if error:
+            raise UserError(error)
+        progress = stack.enter_context(make_progress(quiet or not distributed.is_main()))
+        stack.enter_context(stop_on_signals(flag))
         return evaluate_suite(model, data, job, out_file, device=dev, progress=progress, stop=flag,
                               batch_hook=batch_hook, context=context)
+
+
+@contextlib.contextmanager
+def _main_rank_first(download: bool) -> Any:
+    """With ``download`` under several processes: rank 0 fetches the data, the others then read it."""
+    from advbench.engine import distributed
+
+    first = bool(download) and distributed.is_distributed()
+    if first and not distributed.is_main():
+        distributed.barrier()
+    yield
+    if first and distributed.is_main():
+        distributed.barrier()
+
+
+def _eval_device(device: str) -> Any:
+    """The evaluation device; under torchrun with several processes, ``cuda`` means this rank's GPU."""
+    import torch
+
+    from advbench.engine import distributed
+    from advbench.engine.common import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cuda" and distributed.env_world_size() > 1:
+        if dev.index is None:
+            dev = torch.device("cuda", distributed.local_rank())
+        torch.cuda.set_device(dev)
+    return dev
 
 
 def _threats(eps: str | None, norm: str, default_eps: str) -> list[Any]:
@@ -254,7 +301,7 @@ def attack(run: str | Path, *, suite: str | None = "pgd", attack: str | None = N
     checkpoints (AutoAttack components).
     """
     from advbench.data import load_splits
-    from advbench.engine.common import resolve_device
+    from advbench.engine import distributed
 
     run_dir = runs.resolve_run(run)
     if n_eval < 1 or batch_size < 1:
@@ -264,18 +311,22 @@ def attack(run: str | Path, *, suite: str | None = "pgd", attack: str | None = N
     record = runs.read_json(run_dir / "config.json")
     cfg = TrainConfig(**record["config"])
     threats = _threats(eps, norm or cfg.norm, cfg.eps)
-    dev = resolve_device(device)
-    model, _ = _load_any_run_model(run_dir, checkpoint, dev)
-    ckpt_epoch = None
-    if checkpoint in {"best", "last"} and record.get("kind") != "external":
-        ckpt_epoch = runs.load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt").get("epoch")
-    splits = load_splits(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, n_train=cfg.n_train,
-                         val_size=cfg.val_size, split_seed=cfg.split_seed, n_test=n_eval, options=cfg.dataset_options)
-    source_model, source_desc = _load_source(source, dev)
-    return _run_job(model, splits.test, the_suite=the_suite, threats=threats, n_eval=n_eval, batch_size=batch_size,
-                    seed=seed, described={"run": run_dir.name, "checkpoint": checkpoint, "epoch": ckpt_epoch},
-                    out_dir=run_dir, dev=dev, source_model=source_model, source_desc=source_desc, hygiene=hygiene,
-                    force=force, quiet=quiet, stop=stop, batch_hook=batch_hook, attack_hook=attack_hook)
+    dev = _eval_device(device)
+    with distributed.process_group(dev):  # torchrun: each rank evaluates a shard
+        model, _ = _load_any_run_model(run_dir, checkpoint, dev)
+        ckpt_epoch = None
+        if checkpoint in {"best", "last"} and record.get("kind") != "external":
+            ckpt_epoch = runs.load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt").get("epoch")
+        with _main_rank_first(cfg.download):
+            splits = load_splits(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, n_train=cfg.n_train,
+                                 val_size=cfg.val_size, split_seed=cfg.split_seed, n_test=n_eval,
+                                 options=cfg.dataset_options)
+        source_model, source_desc = _load_source(source, dev)
+        return _run_job(model, splits.test, the_suite=the_suite, threats=threats, n_eval=n_eval,
+                        batch_size=batch_size, seed=seed,
+                        described={"run": run_dir.name, "checkpoint": checkpoint, "epoch": ckpt_epoch},
+                        out_dir=run_dir, dev=dev, source_model=source_model, source_desc=source_desc, hygiene=hygiene,
+                        force=force, quiet=quiet, stop=stop, batch_hook=batch_hook, attack_hook=attack_hook)
 
 
 def evaluate(model: Any, *, dataset: Any = "synthetic", suite: str | None = "pgd", attack: str | None = None,
@@ -292,39 +343,43 @@ def evaluate(model: Any, *, dataset: Any = "synthetic", suite: str | None = "pgd
     Writes ``out/attacks/<suite>.json`` (and ``out/config.json`` describing the model, so that
     ``advbench report out`` shows it). ``source``: a model or run directory for transfer attacks.
     """
-    from advbench.engine.common import resolve_device
+    from advbench.engine import distributed
     from advbench.threat import parse_norm
 
     if n_eval < 1 or batch_size < 1:
         raise UserError("n_eval and batch_size must be >= 1")
-    dev = resolve_device(device)
     spec = model if isinstance(model, str) else None
-    net = load_model_module(model, checkpoint, dev) if spec else model.to(dev).eval()
     label = name or (spec.split(":")[-1] if spec else type(model).__name__)
     opts = parse_set_options(attack_options) if isinstance(attack_options, list) else attack_options
     the_suite = _suite_for(suite, attack, opts)
     the_norm = parse_norm(norm)
     threats = _threats(eps, the_norm, "8/255")
-    if isinstance(dataset, str):
-        from advbench.data import load_splits
+    dev = _eval_device(device)
+    with distributed.process_group(dev):  # torchrun: each rank evaluates a shard
+        net = load_model_module(model, checkpoint, dev) if spec else model.to(dev).eval()
+        if isinstance(dataset, str):
+            from advbench.data import load_splits
 
-        data: Any = load_splits(dataset, data_dir=data_dir, download=download, n_test=n_eval,
-                                options=dataset_options).test
-        dataset_name = dataset
-    else:
-        data, dataset_name = dataset, "custom"
-    out_dir = Path(out)
-    if not runs.is_run_dir(out_dir):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        runs.write_json(out_dir / "config.json", _external_record(
-            label, dataset_name, threats[0].eps_text, the_norm, seed, spec, str(checkpoint) if checkpoint else None))
-    source_model, source_desc = _load_source(source, dev)
-    described = {"model": label, "model_module": spec, "checkpoint": str(checkpoint) if checkpoint else None,
-                 "dataset": dataset_name}
-    return _run_job(net, data, the_suite=the_suite, threats=threats, n_eval=n_eval, batch_size=batch_size, seed=seed,
-                    described=described, out_dir=out_dir, dev=dev, source_model=source_model,
-                    source_desc=source_desc, hygiene=hygiene, force=force, quiet=quiet, stop=stop,
-                    batch_hook=batch_hook, attack_hook=attack_hook)
+            with _main_rank_first(download):
+                data: Any = load_splits(dataset, data_dir=data_dir, download=download, n_test=n_eval,
+                                        options=dataset_options).test
+            dataset_name = dataset
+        else:
+            data, dataset_name = dataset, "custom"
+        out_dir = Path(out)
+        if distributed.is_main() and not runs.is_run_dir(out_dir):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            runs.write_json(out_dir / "config.json", _external_record(
+                label, dataset_name, threats[0].eps_text, the_norm, seed, spec,
+                str(checkpoint) if checkpoint else None))
+        distributed.barrier()
+        source_model, source_desc = _load_source(source, dev)
+        described = {"model": label, "model_module": spec, "checkpoint": str(checkpoint) if checkpoint else None,
+                     "dataset": dataset_name}
+        return _run_job(net, data, the_suite=the_suite, threats=threats, n_eval=n_eval, batch_size=batch_size,
+                        seed=seed, described=described, out_dir=out_dir, dev=dev, source_model=source_model,
+                        source_desc=source_desc, hygiene=hygiene, force=force, quiet=quiet, stop=stop,
+                        batch_hook=batch_hook, attack_hook=attack_hook)
 
 
 def report(paths: list[str | Path], *, fmt: str = "markdown", suite: str | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -70,15 +71,38 @@ def train(
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML recipe (keys as the flags; "
                                                    "[defense]/[model]/[dataset] tables for options).")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Resume this run exactly where it stopped.")] = None,
+    nproc: Annotated[Optional[int], typer.Option(help="Train with N processes on this machine (data parallel; "
+                                                 "relaunches through torchrun; one GPU each on CUDA). "
+                                                 "--batch-size stays the global batch.")] = None,
+    amp: Annotated[Optional[str], typer.Option(help="Mixed precision of the training step: bf16, fp16 (with loss "
+                                               "scaling) or off. [default: off]")] = None,
+    channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last",
+                                                          help="NHWC memory format (faster convolutions on "
+                                                          "GPUs).")] = None,
+    compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the network "
+                                                     "(not for double-backprop defenses).")] = None,
+    grad_checkpointing: Annotated[Optional[bool], typer.Option(
+        "--grad-checkpointing/--no-grad-checkpointing", help="Recompute residual blocks in the backward pass "
+        "to save memory (wrn-*, resnet*, preact-*).")] = None,
+    sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="SyncBatchNorm across "
+                                                    "processes (CUDA only).")] = None,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a defense; writes a run directory (config, metrics, checkpoints, summary)."""
+    """Train a defense; writes a run directory (config, metrics, checkpoints, summary).
+
+    Data parallel: --nproc N, or torchrun --nproc-per-node N -m advbench train ... (multi-node:
+    see docs/scaling.md). Rank 0 writes the run directory; --resume works the same way.
+    """
+    import os
+
     from advbench import api
 
     options = {"dataset": dataset, "model": model, "defense": defense, "eps": eps, "norm": norm, "epochs": epochs,
                "batch_size": batch_size, "lr": lr, "seed": seed, "n_train": n_train, "data_dir": data_dir,
-               "download": download, "device": device, "init_from": init_from}
+               "download": download, "device": device, "init_from": init_from, "amp": amp,
+               "channels_last": channels_last, "compile": compile_, "grad_checkpointing": grad_checkpointing,
+               "sync_bn": sync_bn}
     if norm is not None:
         from advbench.threat import parse_norm
 
@@ -88,8 +112,13 @@ def train(
         if given or set_ or config:
             raise UserError(f"--resume continues a run with its saved config; drop --{given[0].replace('_', '-')}"
                             if given else "--resume continues a run with its saved config; drop --set/--config")
+    if nproc is not None and nproc != 1:
+        _check_before_launch(options, set_, config, resume)  # one clear line here rather than N tracebacks
+        raise typer.Exit(_relaunch_train(nproc))
     run_dir, summary = api.train(out=out, name=name, resume=resume, settings=set_ or [], config_file=config,
                                  quiet=quiet, command=["advbench", *sys.argv[1:]], **options)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 reports
+        return
     con = _console()
     best = summary.get("best_val_robust_acc")
     tail = f", best val robust {100 * best:.1f}% at epoch {summary['best_epoch'] + 1}" if best is not None else ""
@@ -97,8 +126,45 @@ def train(
     con.print(f"run: {run_dir}")
 
 
+def _check_before_launch(options: dict, settings: list[str] | None, config: Path | None,
+                         resume: Path | None) -> None:
+    """Validate a ``train --nproc`` command in this process (config, names, run directory) before launching."""
+    from advbench import api, runs
+    from advbench.data import DATASETS
+    from advbench.models import MODELS
+
+    if resume is not None:
+        runs.resolve_run(resume)
+        return
+    cfg = api.make_train_config(options, settings or [], config)
+    MODELS.canonical(cfg.model)
+    DATASETS.canonical(cfg.dataset)
+    cfg.validate()
+
+
+def _relaunch_train(nproc: int) -> int:
+    """Run this ``advbench train`` command line (without ``--nproc``) as ``nproc`` torchrun processes on this
+    machine (:func:`_run_torchrun`); returns their exit code (130 after a Ctrl-C: the processes saved last.pt)."""
+    import os
+
+    if nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {nproc}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("--nproc cannot be used inside torchrun; torchrun already chose the number of processes")
+    args, skip = [], False
+    for arg in STATE.get("argv") or sys.argv[1:]:  # the command line as typed, minus --nproc
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    return _run_torchrun(nproc, args)
+
+
 @app.command()
 def attack(
+    ctx: typer.Context,
     run: Annotated[Optional[Path], typer.Argument(help="Run directory to attack (or use --model-module).",
                                                   show_default=False)] = None,
     suite: Annotated[str, typer.Option(help="Attack suite (advbench list suites).")] = "pgd",
@@ -123,12 +189,23 @@ def attack(
                                                    "(suite blackbox, --attack transfer).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     force: Annotated[bool, typer.Option(help="Recompute even if the same evaluation is stored.")] = False,
+    nproc: Annotated[int, typer.Option(help="Shard the evaluation over N processes on this machine (relaunches "
+                                       "through torchrun; one GPU each with --device cuda). Same per-sample "
+                                       "results as 1 process.")] = 1,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Attack a trained run (or any model); writes attacks/SUITE.json with per-sample results and checks."""
+    """Attack a trained run (or any model); writes attacks/SUITE.json with per-sample results and checks.
+
+    Under torchrun (torchrun --nproc-per-node N -m advbench attack ...) or with --nproc N, each process
+    evaluates a shard of the batches and rank 0 writes the merged result.
+    """
+    import os
+
     from advbench import api
 
+    if nproc != 1:
+        raise typer.Exit(_relaunch_attack(ctx, nproc))
     if norm is not None:
         from advbench.threat import parse_norm
 
@@ -154,7 +231,66 @@ def attack(
                                 "RUN/attacks/")
         result = api.attack(run, norm=norm, checkpoint=checkpoint or "best", **common)
         target = run
-    _print_attack_result(result, target)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank has the result; rank 0 prints it
+        _print_attack_result(result, target)
+
+
+def _relaunch_attack(ctx: typer.Context, nproc: int) -> int:
+    """Run this ``attack`` command (without ``--nproc``) as ``nproc`` torchrun processes on this machine; their
+    exit code. The command line is rebuilt from the parsed options (also when called as ``main([...])``)."""
+    import os
+
+    if nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {nproc}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("--nproc cannot be used inside torchrun; torchrun already chose the number of processes")
+    args: list[str] = ["--debug"] if STATE["debug"] else []
+    args.append(ctx.info_name or "attack")
+    positional: list[str] = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name in {"nproc", "ctx"} or value is None:
+            continue
+        if param.param_type_name == "argument":
+            positional.append(str(value))
+        elif param.param_type_name == "option":
+            if param.is_flag:
+                if value != param.default:
+                    args.append(param.opts[0] if value else (param.secondary_opts or param.opts)[0])
+            elif param.multiple:
+                for item in value:
+                    args += [param.opts[0], str(item)]
+            elif value != param.default:
+                args += [param.opts[0], str(value)]
+    return _run_torchrun(nproc, [*args, *positional])
+
+
+def _run_torchrun(nproc: int, args: list[str]) -> int:
+    """``python -m torch.distributed.run --standalone --nproc-per-node N -m advbench ARGS``; its exit code.
+
+    Ctrl-C reaches torchrun and its processes from the terminal; this process waits while they save their
+    state, and passes a SIGTERM it receives on to torchrun.
+    """
+    import signal
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "advbench", *args]
+    proc = subprocess.Popen(cmd)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signum))  # pass it on
+    interrupted = False
+    try:
+        while True:
+            try:
+                code = proc.wait()
+                break
+            except KeyboardInterrupt:  # torchrun and its processes got the same Ctrl-C: wait while they save
+                interrupted = True
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if interrupted and code != 0:
+        return 130
+    return 128 - code if code < 0 else code  # killed by a signal: the shell's 128 + signal number
 
 
 def _print_attack_result(result: dict, target: Path) -> None:
@@ -370,10 +506,12 @@ def main(argv: list[str] | None = None) -> int:
 
     command = typer.main.get_command(app)
     args = list(sys.argv[1:] if argv is None else argv)
+    STATE["argv"] = args  # `train --nproc` relaunches this command line under torchrun
     debug = "--debug" in args
     err = _console(stderr=True)
     try:
-        command.main(args=args, prog_name="advbench", standalone_mode=False)
+        # with standalone_mode=False click returns (not raises) the code of a typer.Exit raised by a command
+        result = command.main(args=args, prog_name="advbench", standalone_mode=False)
     except exit_error as exc:
         return int(getattr(exc, "exit_code", 0) or 0)
     except abort_error:
@@ -396,12 +534,13 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except Interrupted as exc:
         where = f"; resume with: advbench train --resume {exc.run_dir}" if exc.run_dir else ""
-        err.print(f"interrupted: {exc}; state saved{where}", markup=False)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; rank 0 says so
+            err.print(f"interrupted: {exc}; state saved{where}", markup=False)
         return 130
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
         return 130
-    return 0
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
 def entry() -> None:

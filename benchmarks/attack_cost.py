@@ -102,6 +102,25 @@ def time_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, args: arg
             "speed_ratio": s_ref / s_ours, "ours_accuracy": acc_ours, "torchattacks_accuracy": acc_ref}
 
 
+def time_attack(name: str, options: dict, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                device: torch.device, eps: str, *, repeats: int = 3, warmup: int = 1) -> dict:
+    """Median seconds of one call of attack ``name`` (advbench registry) on the batch ``(x, y)``."""
+    attack = build_attack(name, ThreatModel.parse(eps), options)
+    times, acc = [], 0.0
+    for i in range(warmup + repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        res = attack(model, x, y, generator=torch.Generator(device=device).manual_seed(0))
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+        acc = res.correct.float().mean().item()
+    s = statistics.median(times)
+    return {"attack": name, "options": options, "eps": eps, "batch": len(x), "seconds": s,
+            "images_per_second": len(x) / s, "accuracy": acc,
+            "passes_per_image": (res.forward / len(x), res.backward / len(x))}
+
+
 def time_autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace,
                     device: torch.device) -> dict:
     """Seconds of AutoAttack standard (via the adapter) on ``aa_images`` images, scaled to 100 images."""

@@ -8,9 +8,12 @@ direct ``run_standard_evaluation(x, y, batch_size=len(x))`` call at the same see
 Why not the library's ``state_path``: pyautoattack 0.2.0 cannot resume its own state files (it saves
 the set of attacks as a string that never compares equal on reload, and its resumed branch uses an
 unassigned ``y_adv``). The adapter therefore keeps its own per-batch state file inside the run
-directory (``attacks/.<suite>.autoattack/``), written atomically after every component: robust flags,
-the component that fooled each point and its adversarial images. A killed evaluation resumes at the
-next component and gives the same per-sample result as an uninterrupted run.
+directory (``attacks/.<suite>.state/``; per shard ``attacks/.<suite>.rank<r>-of-<W>.state/`` when the
+evaluation is sharded over W processes), written atomically after every component: robust flags, the
+component that fooled each point and its adversarial images. A killed evaluation resumes at the next
+component and gives the same per-sample result as an uninterrupted run. Files are named by the global
+batch index, and AutoAttack reseeds itself for every batch, so a batch's result does not depend on
+the process that ran it.
 
 AutoAttack's sanity checks (randomised or dynamic defence, probability outputs, too many target
 classes) log warnings; they are captured per batch and stored with the result (``flags``).

@@ -6,6 +6,12 @@ evaluation resumes from there and gives the same per-sample result as an uninter
 every batch's randomness comes from a generator seeded by (seed, attack, eps, batch index). Attacks
 with internal progress (AutoAttack) keep per-batch state files in ``attacks/.<suite>.state/``.
 
+Sharded (``torchrun`` or ``advbench attack --nproc N``): rank r of W evaluates global batches r, r + W,
+r + 2W, ... of every attack, with its own ``.<suite>.rank<r>-of-<W>.partial.json`` and ``.state/``;
+rank 0 gathers the per-batch results and writes the merged result. Since a batch is cut and seeded
+by its global index alone, the merged per-sample results equal one process's. A rerun resumes each
+shard from its files, and also takes the finished batches of partial files of another world size.
+
 Every result carries hygiene checks (:mod:`advbench.engine.hygiene`): a ``checks`` block with
 pass/warn/fail and the numbers behind each check.
 """
@@ -13,9 +19,11 @@ pass/warn/fail and the numbers behind each check.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -31,7 +39,7 @@ from advbench.attacks.base import AttackContext
 from advbench.attacks.pgd import pgd_perturb
 from advbench.attacks.suites import DEFAULT_EPS
 from advbench.config import json_safe
-from advbench.engine import hygiene
+from advbench.engine import distributed, hygiene
 from advbench.engine.common import make_generator
 from advbench.engine.passes import frozen
 from advbench.engine.progress import NullProgress
@@ -167,6 +175,124 @@ def _max_perturbation(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> float:
     return float(size.max())
 
 
+def shard_paths(out_file: str | Path, rank: int = 0, world: int = 1) -> tuple[Path, Path]:
+    """The resume files of one shard: (partial results JSON, AutoAttack state directory).
+
+    One process keeps ``.<suite>.partial.json`` and ``.<suite>.state/``; rank ``r`` of ``W`` keeps
+    ``.<suite>.rank<r>-of-<W>.partial.json`` and ``.<suite>.rank<r>-of-<W>.state/``.
+    """
+    out_file = Path(out_file)
+    tag = "" if world <= 1 else f".rank{rank}-of-{world}"
+    return (out_file.with_name(f".{out_file.stem}{tag}.partial.json"),
+            out_file.with_name(f".{out_file.stem}{tag}.state"))
+
+
+def shard_batches(n_batches: int, rank: int = 0, world: int = 1) -> list[int]:
+    """The global batches a rank evaluates: ``rank, rank + W, rank + 2W, ...`` (all of them for one process).
+
+    Batches are cut from the global sequence exactly as one process cuts them, and every batch draws its
+    randomness from (seed, attack, eps, global batch index), so each batch's result does not depend on
+    which rank ran it or on the number of ranks. Striding (rather than contiguous blocks) spreads slow
+    batches (robust points that survive to AutoAttack's later components) evenly over the ranks.
+    """
+    return list(range(rank, n_batches, max(1, world)))
+
+
+def _resume_files(out_file: Path, own: Path, world: int) -> list[Path]:
+    """Partial files left by earlier runs of the same suite with a different number of processes."""
+    stem = out_file.stem
+    found = [out_file.with_name(f".{stem}.partial.json"), *out_file.parent.glob(f".{glob.escape(stem)}.rank*-of-*"
+                                                                              ".partial.json")]
+    same_world = f"-of-{world}.partial.json"
+    return [p for p in found if p != own and p.is_file() and not (world > 1 and p.name.endswith(same_world))]
+
+
+def _load_state(out_file: Path, partial_file: Path, fp: str, rank: int, world: int) -> dict[str, Any]:
+    """This shard's saved progress, plus the batches it owns from partial files of another world size."""
+    def read(path: Path) -> dict[str, Any]:
+        try:
+            prev = runs.read_json(path)
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return prev if isinstance(prev, dict) and prev.get("fingerprint") == fp else {}
+
+    state: dict[str, Any] = read(partial_file) if partial_file.is_file() else {}
+    state = state or {"fingerprint": fp, "done": {}}
+    for other in _resume_files(out_file, partial_file, world):
+        prev = read(other)
+        for key, batches in (prev.get("done") or {}).items():
+            mine = state["done"].setdefault(key, {})
+            for b, rec in batches.items():
+                if int(b) % world == rank:
+                    mine.setdefault(b, rec)
+        if rank == 0 and "probe" in prev:
+            state.setdefault("probe", prev["probe"])
+    return state
+
+
+class _ShardSync:
+    """How the ranks of a sharded evaluation agree on its end: every shard finished (``go``) or stopped.
+
+    Shards may take very different times (one rank resumed most of its batches, or its points survive
+    to AutoAttack's last components), so the ranks do not meet in a barrier that would time out after
+    gloo's or NCCL's default limit; they use torchrun's key-value store instead. A rank that finished
+    its shard adds itself to a counter and polls; the last one to finish sets the verdict ``go``. A rank
+    that is stopped (Ctrl-C, SIGTERM from torchrun after another rank died) sets ``stop`` unless ``go``
+    was set first; working ranks see the verdict between batches and stop too. Every rank obeys the one
+    verdict (compare-and-set), so none waits in a collective for a rank that has left. Without
+    torchrun's agent the store lives in rank 0; if it is gone, the others stop as well.
+    """
+
+    def __init__(self, world: int) -> None:
+        self.world = world
+        self.store: Any = None
+        # a fresh key per evaluation (a store may outlive a torchrun restart): rank 0 draws it for all
+        token = distributed.broadcast_object(os.urandom(8).hex() if distributed.is_main() else None)
+        self.prefix = f"advbench/evaluate/{token}"
+        if world > 1:
+            try:
+                from torch.distributed import distributed_c10d
+
+                self.store = distributed_c10d._get_default_store()
+            except (ImportError, AttributeError, RuntimeError, ValueError):
+                self.store = None  # fall back to a collective at the end
+
+    def stopped_elsewhere(self) -> bool:
+        """True once another rank has stopped the evaluation (checked between batches)."""
+        if self.store is None:
+            return False
+        try:
+            return self.store.check([f"{self.prefix}/verdict"])
+        except RuntimeError:  # the store's host (rank 0 without torchrun's agent) has gone: it stopped
+            return True
+
+    def _decide(self, verdict: str) -> bool:
+        try:
+            return self.store.compare_set(f"{self.prefix}/verdict", "", verdict).decode() == "go"
+        except RuntimeError:
+            return False
+
+    def finish(self, interrupted: bool, stop: StopFlag, poll_s: float = 0.05) -> bool:
+        """Whether every rank finished its shard (False: the evaluation stops on every rank)."""
+        if self.world <= 1:
+            return not interrupted
+        if self.store is None:
+            return not distributed.any_rank(interrupted)
+        if interrupted:
+            return self._decide("stop")
+        key = f"{self.prefix}/verdict"
+        try:
+            if self.store.add(f"{self.prefix}/done", 1) >= self.world:
+                return self._decide("go")
+            while not self.store.check([key]):
+                if stop.requested:
+                    return self._decide("stop")
+                time.sleep(poll_s)
+            return self.store.get(key).decode() == "go"
+        except RuntimeError:
+            return False
+
+
 def evaluate_suite(model: nn.Module, split: Any, job: EvalJob, out_file: str | Path, *,
                    device: torch.device, progress: NullProgress | None = None, stop: StopFlag | None = None,
                    batch_hook: Any = None, context: AttackContext | None = None) -> dict[str, Any]:
@@ -174,38 +300,40 @@ def evaluate_suite(model: nn.Module, split: Any, job: EvalJob, out_file: str | P
 
     ``split`` is anything with ``.x``/``.y`` (uint8 or [0, 1] float images) or an ``(x, y)`` pair;
     ``context`` carries the transfer source model and the AutoAttack state hook.
+
+    Under a process group of W ranks (``torchrun``) rank r evaluates global batches r, r + W, ... of
+    every attack (:func:`shard_batches`), keeping its own resume files (:func:`shard_paths`); rank 0
+    gathers the per-batch results, merges them in batch order and alone writes ``out_file``. The merged
+    per-sample results equal those of one process. Every rank returns the result.
     """
     progress = progress or NullProgress()
     stop = stop or StopFlag()
     out_file = Path(out_file)
-    partial_file = out_file.with_name(f".{out_file.stem}.partial.json")
-    state_dir = out_file.with_name(f".{out_file.stem}.state")
+    rank, world = distributed.rank(), distributed.world_size()
+    partial_file, state_dir = shard_paths(out_file, rank, world)
     fp = job.fingerprint()
     data = as_eval_data(split)
     n = min(job.n_eval, len(data))
     xs, ys = data.x[:n], data.y[:n]
-    state: dict[str, Any] = {"fingerprint": fp, "done": {}}
-    if partial_file.is_file():
-        try:
-            prev = runs.read_json(partial_file)
-        except (OSError, json.JSONDecodeError):
-            prev = {}
-        if prev.get("fingerprint") == fp:
-            state = prev
+    state = _load_state(out_file, partial_file, fp, rank, world)
     model = model.to(device)
-    if job.hygiene and "digest_before" not in state:
+    if (job.hygiene or world > 1) and "digest_before" not in state:
         state["digest_before"] = hygiene.model_digest(model)
     base = context or AttackContext()
     todo: list[tuple[str, SuiteEntry | None, ThreatModel, int]] = [("clean", None, job.threats[0], n)]
     todo += [(k, e, t, min(n, e.subset or n)) for k, e, t in job.entries()]
     bs = job.batch_size
+    shard = "" if world == 1 else f" [rank {rank}/{world}]"
+    sync = _ShardSync(world)
+    interrupted = ""
     for key, entry, threat, n_e in todo:
         done = state["done"].setdefault(key, {})
         attack = None if entry is None else build_attack(
             entry.attack, threat, entry.options, dataclasses.replace(base, key=key, state_dir=state_dir))
         n_batches = math.ceil(n_e / bs)
-        handle = progress.task(f"{key}", n_batches)
-        for b in range(n_batches):
+        mine = shard_batches(n_batches, rank, world)
+        handle = progress.task(f"{key}{shard}", len(mine))
+        for i, b in enumerate(mine):
             if str(b) in done:
                 progress.advance(handle, 1)
                 continue
@@ -230,22 +358,65 @@ def evaluate_suite(model: nn.Module, split: Any, job: EvalJob, out_file: str | P
             progress.advance(handle, 1, images=x.shape[0])
             if batch_hook is not None:
                 batch_hook(key, b)
-            if stop.requested:
-                progress.done(handle)
-                raise Interrupted(f"evaluation stopped at {key} batch {b + 1}/{n_batches}")
+            if stop.requested or sync.stopped_elsewhere():
+                why = "" if stop.requested else " because another rank was stopped"
+                interrupted = f"evaluation stopped{why} at {key} batch {b + 1}/{n_batches}{shard} " \
+                    f"({i + 1}/{len(mine)} of this process's batches)"
+                break
         progress.done(handle)
-    if job.hygiene and "probe" not in state:
+        if interrupted:
+            break
+    if not interrupted and rank == 0 and job.hygiene and "probe" not in state:
         k = min(n, hygiene.PROBE_N)
         state["probe"] = hygiene.probe_model(model, to_model_input(xs[:k], device), ys[:k].to(device), bs)
-        runs.write_json(partial_file, state)
-    digest_after = hygiene.model_digest(model) if job.hygiene else None
-    result = assemble(job, state, n, attack_descriptions={
-        key: build_attack(e.attack, t, e.options).describe() for key, e, t in job.entries()},
-        digest_after=digest_after)
-    runs.write_json(out_file, result)
+    runs.write_json(partial_file, state)  # also when this shard had no batch to run
+    if not sync.finish(bool(interrupted), stop):
+        raise Interrupted(interrupted or f"evaluation stopped{shard}: this process's shard is saved")
+    digest_after = hygiene.model_digest(model) if job.hygiene or world > 1 else None
+    merged = state
+    if world > 1:
+        shards = distributed.all_gather_objects({"done": state["done"], "digest_before": state.get("digest_before"),
+                                                 "digest_after": digest_after})
+        before = {s["digest_before"] for s in shards}
+        if len(before) != 1:
+            raise RuntimeError(f"the {world} ranks evaluated different weights (model digests {sorted(before)}); "
+                               "every rank must load the same checkpoint")
+        # an attack that changed the model on any rank is reported by the eval-mode check
+        digest_after = next((s["digest_after"] for s in shards if s["digest_after"] != s["digest_before"]),
+                            digest_after)
+        merged = {**state, "done": _merge_shards([s["done"] for s in shards], todo, bs)}
+    result = None
+    if rank == 0:
+        result = assemble(job, merged, n, attack_descriptions={
+            key: build_attack(e.attack, t, e.options).describe() for key, e, t in job.entries()},
+            digest_after=digest_after if job.hygiene else None, world_size=world)
+        runs.write_json(out_file, result)
+    result = distributed.broadcast_object(result)
     partial_file.unlink(missing_ok=True)
     shutil.rmtree(state_dir, ignore_errors=True)
+    if rank == 0:  # leftovers of interrupted runs with another number of processes
+        for other in _resume_files(out_file, partial_file, world):
+            other.unlink(missing_ok=True)
+        for d in [out_file.with_name(f".{out_file.stem}.state"),
+                  *out_file.parent.glob(f".{glob.escape(out_file.stem)}.rank*-of-*.state")]:
+            if not (world > 1 and d.name.endswith(f"-of-{world}.state")):
+                shutil.rmtree(d, ignore_errors=True)
     return result
+
+
+def _merge_shards(shards: list[dict[str, Any]], todo: list[tuple[str, Any, Any, int]], bs: int) -> dict[str, Any]:
+    """Per-batch results of every rank, merged per attack in global batch order (checked complete)."""
+    merged: dict[str, Any] = {}
+    for key, _entry, _threat, n_e in todo:
+        batches: dict[str, Any] = {}
+        for done in shards:
+            batches.update(done.get(key, {}))
+        expected = [str(b) for b in range(math.ceil(n_e / bs))]
+        missing = [b for b in expected if b not in batches]
+        if missing:
+            raise RuntimeError(f"sharded evaluation of {key}: batches {missing} missing after the merge")
+        merged[key] = {b: batches[b] for b in expected}
+    return merged
 
 
 def _flat(done: dict[str, Any], field: str) -> list[Any]:
@@ -265,7 +436,7 @@ def _per_sample(done: dict[str, Any]) -> dict[str, list[Any]]:
 
 
 def assemble(job: EvalJob, state: dict[str, Any], n: int, attack_descriptions: dict[str, Any],
-             digest_after: str | None = None) -> dict[str, Any]:
+             digest_after: str | None = None, world_size: int = 1) -> dict[str, Any]:
     """Build the attacks/<suite>.json record (results, worst case, checks) from the per-batch state."""
     clean = _flat(state["done"]["clean"], "correct")
     results = []
@@ -316,6 +487,7 @@ def assemble(job: EvalJob, state: dict[str, Any], n: int, attack_descriptions: d
         "n_eval": n,
         "subset": "first-n",
         "batch_size": job.batch_size,
+        "world_size": world_size,
         "seed": job.seed,
         "threats": [t.to_dict() for t in job.threats],
         "clean": {"accuracy": sum(clean) / max(1, n), "n": n, "correct": clean},
