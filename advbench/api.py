@@ -114,8 +114,10 @@ def _suite_for(suite: str | None, attack: str | None, attack_options: dict[str, 
 
     if attack:
         name = ATTACKS.canonical(attack)
-        ATTACKS.get(name)(ThreatModel(), **(attack_options or {}))  # typed options fail here, before any work
-        return single_attack_suite(name, attack_options or {})
+        inst = ATTACKS.get(name)(ThreatModel(), **(attack_options or {}))  # typed options fail here, before any work
+        # the typed values (``--set steps=5`` gives the int 5, as the Python API does): same job, same fingerprint
+        typed = {k: getattr(inst.options, k) for k in (attack_options or {})}
+        return single_attack_suite(name, typed)
     if attack_options:
         raise UserError("--set for attacks needs --attack NAME (suites have fixed settings)")
     return SUITES.get(suite or "pgd")

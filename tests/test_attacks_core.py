@@ -273,3 +273,13 @@ def test_ul_and_um_are_monotone_and_tl_minimises_ce_to_the_target_on_a_multiclas
     r = pick_targets(model, x, y, "random", None, torch.Generator().manual_seed(9))
     x_tl = build_attack("scorpio-tl", threat, {"steps": 10})(model, x, y, generator=gen).x_adv
     assert bool((ce_loss(model(x_tl), r) < ce_loss(model(x), r)).all())
+
+
+def test_set_options_are_typed_before_they_key_a_job():
+    """``--set steps=5`` (text) and ``{"steps": 5}`` (API) are the same job: stored results are reused."""
+    from advbench.api import _suite_for
+
+    cli = _suite_for(None, "pgd", {"steps": "5", "loss": "cw"})
+    py = _suite_for(None, "pgd", {"steps": 5, "loss": "cw"})
+    assert cli == py
+    assert cli.entries[0].options == {"steps": 5, "loss": "cw"}

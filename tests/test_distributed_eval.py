@@ -193,7 +193,7 @@ def test_cli_nproc_relaunches_through_torchrun_and_matches_one_process(tmp_path,
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("Worst case") == 1  # rank 0 alone prints the table
-    ref = api.evaluate("shardmod:make", dataset="synthetic", attack="pgd", attack_options=["steps=5"], n_eval=30,
+    ref = api.evaluate("shardmod:make", dataset="synthetic", attack="pgd", attack_options={"steps": 5}, n_eval=30,
                        batch_size=8, device="cpu", out=tmp_path / "one")
     two = runs.read_json(tmp_path / "two" / "attacks" / "adhoc-pgd.json")
     assert two["world_size"] == 2 and _stable(two) == _stable(ref)
