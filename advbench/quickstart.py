@@ -20,13 +20,21 @@ COMMON: dict[str, Any] = {"dataset": "synthetic", "model": "small-cnn", "eps": "
 QUICKSTART: list[tuple[str, dict[str, Any]]] = [
     ("standard", {}),
     ("pgd-at", {"steps": 5, "step_size": 2.5 / 255}),
+    ("trades", {"steps": 5, "step_size": 2.5 / 255}),
+    ("p-sat", {"steps": 5, "step_size": 2.5 / 255, "schedule_scale": 0.1}),  # λ ramps over epochs 3-7 of 8
+    # SOAR (paper: SGD from the standard model): Adam's normalised steps let the regularizer, huge on the
+    # confident standard model, flatten the network to chance; SGD with its gradient clip does not
+    ("soar", {"optimizer": "sgd", "lr": 0.001}),
+    ("grad-reg-fd", {}),
 ]
 TRAIN_SETTINGS = {"val_n": 200, "val_attack_steps": 5, "schedule": "cosine", "optimizer": "adam", "weight_decay": 0.0}
 
 
 def run_quickstart(out: str | Path = "runs/quickstart", epochs: int | None = None, n_eval: int = 500,
-                   quiet: bool = False, console: Any = None) -> str:
-    """Train, attack (suite ``pgd-lite``) and report; returns the markdown report. Reuses finished runs."""
+                   quiet: bool = False, console: Any = None, n_train: int | None = None) -> str:
+    """Train, attack (suite ``pgd-lite``) and report; returns the markdown report. Reuses finished runs.
+
+    ``epochs`` and ``n_train`` shrink every run (tests); the defaults are the recipe in :data:`COMMON`."""
     out = Path(out)
     t0 = time.perf_counter()
     run_dirs = []
@@ -37,6 +45,8 @@ def run_quickstart(out: str | Path = "runs/quickstart", epochs: int | None = Non
             cfg["init_from"] = str(out / "standard")
         if epochs is not None:
             cfg["epochs"] = epochs
+        if n_train is not None:
+            cfg["n_train"] = n_train
         name = f"{defense}"
         run_dir = out / name
         summary = runs.read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
