@@ -357,6 +357,8 @@ def reproduce(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (train / resume / done) and "
                                           "exit.")] = False,
     jobs: Annotated[int, typer.Option(help="Independent runs trained concurrently (processes).")] = 1,
+    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads per process [default: torch's]; keep "
+                                                   "jobs x threads <= free cores (1 on a busy machine).")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Override the dataset (either scale).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Override the model (either scale).")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Comma list of seeds [default: the recipe's].")] = None,
@@ -388,7 +390,7 @@ def reproduce(
     con = _console(stderr=True)
     _obj, text = api.reproduce(paper, table, scale=scale, out=out, dataset=dataset, model=model, seeds=seed_list,
                                dry_run=dry_run, jobs=jobs, fmt=format_, show_paper=paper_numbers, device=device,
-                               quiet=quiet, output=output, log=lambda m: con.print(m, markup=False))
+                               quiet=quiet, output=output, log=lambda m: con.print(m, markup=False), threads=threads)
     if output and not dry_run:
         _console().print(f"wrote {output}")
     else:

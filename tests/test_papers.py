@@ -98,13 +98,24 @@ def test_every_recipe_plans_valid_configs(paper, table, scale, tmp_path):
     assert plan.runs and all(p.action == "train" for p in plan.runs)
     assert len({p.hash for p in plan.runs}) == len(plan.runs)  # distinct rows never share a config
     if scale == "smoke":
+        from advbench.papers.recipes import SMOKE
+
         assert plan.dataset == "synthetic" and plan.substituted  # no paper dataset on this machine
-        assert all(p.options["epochs"] == 1 for p in plan.runs)
+        # one shared base run per (seed, model), first (plus the transfer source of black-box tables)
+        bases = {(p.seed, p.options["model"]): p for p in plan.runs if p.base}
+        assert bases and all(p.base for p in plan.runs[:len(bases)])
+        assert all(b.options["epochs"] == SMOKE["base_epochs"] and b.options["n_train"] == SMOKE["base_n_train"]
+                   for b in bases.values())
+        assert all(p.options["epochs"] == SMOKE["epochs"] and p.init == bases[(p.seed, p.options["model"])].hash
+                   for p in plan.runs[len(bases):])  # every other row fine-tunes from its model's base
+        if recipe.source:
+            assert all(p.source == bases[(p.seed + 1000, p.options["model"])].hash for p in plan.runs[len(bases):])
     else:
         assert plan.dataset == recipe.dataset and plan.n_eval == recipe.n_eval
 
 
-_TINY = {"epochs": 1, "n_train": 48, "batch_size": 16, "val_n": 8, "val_attack_steps": 1, "n_eval": 8,
+_TINY = {"epochs": 1, "base_epochs": 1, "base_n_train": 48, "n_train": 48, "batch_size": 16, "val_n": 8,
+         "val_attack_steps": 1, "train_attack_steps": 2, "n_eval": 8, "n_eval_expensive": 4,
          "synthetic_options": {"n_train": 120, "n_test": 16}}
 _ROWS = ["Standard", "Adv Train (PGD-10)"]
 
@@ -122,7 +133,8 @@ def reproduced(tmp_path_factory):
 
 def test_reproduce_renders_measured_beside_published(reproduced):
     out, text, text2 = reproduced
-    assert "scale: smoke (epochs 1, n_train 48, model small-cnn, n_eval 8)" in text and "synthetic" in text
+    assert ("scale: smoke (standard base run 1 epochs from scratch on 48 images, every other row fine-tuned from it "
+            "for 1 epochs on 48; model small-cnn") in text and "synthetic" in text
     lines = {ln.split("|")[1].strip(): ln for ln in text2.splitlines() if ln.startswith("| ")}
     assert " / 94.50 (Δ " in lines["Standard"]  # measured / published (difference)
     assert " / " in lines["Adv Train (PGD-10)"] and "(Δ " in lines["Adv Train (PGD-10)"]
@@ -167,7 +179,7 @@ def test_interrupted_run_is_resumed_not_restarted(reproduced, tmp_path):
     out, _, _ = reproduced
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    summary = next(copy.rglob("standard-s0-*/summary.json"))
+    summary = next(copy.rglob("standard-base-s0-*/summary.json"))
     runs.write_json(summary, {**runs.read_json(summary), "status": "interrupted"})
     plan = make_plan("scorpio", "2b", out=copy, rows=_ROWS, smoke=_TINY, device="cpu")
     actions = {p.row: p.action for p in plan.runs}
@@ -234,3 +246,89 @@ def test_cli_report_grid_paper_and_dry_run(reproduced, capsys):
     assert "[train ]" in capsys.readouterr().out
     assert main(["reproduce", "nopaper", "--table", "1"]) == 2
     assert main(["report", str(out), "--paper"]) == 2
+
+
+def test_smoke_rows_fine_tune_from_a_base_run_shared_between_tables(tmp_path):
+    from advbench.papers.recipes import SMOKE
+    from advbench.papers.reproduce import BASE_ROW, make_plan
+
+    soar = make_plan("soar", "1", out=tmp_path)
+    sat = make_plan("sat", "1", out=tmp_path)
+    (base,) = [p for p in soar.runs if p.base]
+    (sat_base,) = [p for p in sat.runs if p.base]
+    assert base.row == "ResNet / Standard" and base.suites  # the Standard row IS the base run
+    assert sat_base.row == BASE_ROW and sat_base.suites == ()  # SAT has no standard row: trained, not attacked
+    assert base.hash == sat_base.hash and base.out == sat_base.out == str(tmp_path / "smoke-base")
+    assert base.options["epochs"] == SMOKE["base_epochs"] and "init_from" not in base.options
+    for p in soar.runs[1:] + sat.runs[1:]:
+        assert p.init == base.hash and p.options["init_from"] == str(tmp_path / "smoke-base" / base.name)
+        assert p.options["epochs"] == SMOKE["epochs"]
+    adv = next(p for p in soar.runs if p.row == "ResNet / ADV")
+    assert adv.settings["defense.steps"] == SMOKE["train_attack_steps"] and adv.overrides == {"steps": 5}
+    trades = next(p for p in soar.runs if p.row == "ResNet / TRADES")  # TRADES family: the lower fine-tuning lr
+    assert trades.options["lr"] == SMOKE["lr_reg"] and adv.options["lr"] == SMOKE["lr"]
+    psat = next(p for p in sat.runs if p.row == "P-SAT (ours)")  # the lambda ramp is compressed into 3 epochs
+    assert psat.settings["defense.schedule_per_iteration"] is True and psat.settings["defense.schedule_scale"] < 0.1
+    # paper scale: only SOAR and FOAR fine-tune from the Standard run (the paper's pretrained init)
+    paper = make_plan("soar", "1", scale="paper", out=tmp_path)
+    tuned = {p.row for p in paper.runs if p.init}
+    assert tuned == {"ResNet / SOAR", "ResNet / FOAR"}
+    assert next(p for p in paper.runs if p.base).row == "ResNet / Standard"
+
+
+def test_base_run_of_one_table_is_reused_by_another(reproduced):
+    from advbench.papers.reproduce import make_plan
+
+    out, _, _ = reproduced
+    plan = make_plan("soar", "1", out=out, rows=["ResNet / ADV"], smoke=_TINY, device="cpu")
+    assert [(p.row, p.action) for p in plan.runs] == [("(standard base)", "done"), ("ResNet / ADV", "train")]
+    assert "scorpio-table2b-smoke" not in plan.runs[0].existing and "smoke-base" in plan.runs[0].existing
+
+
+def test_jobs_2_runs_independent_runs_in_processes_and_reruns_skip_them(tmp_path):
+    from advbench import api, runs
+    from advbench.papers.reproduce import make_plan
+
+    rows = ["Gradient Reg", "Adv Train (PGD-10)"]
+    _, text = api.reproduce("scorpio", "2b", out=tmp_path, rows=rows, smoke=_TINY, device="cpu", jobs=2, threads=1)
+    plan = make_plan("scorpio", "2b", out=tmp_path, rows=rows, smoke=_TINY, device="cpu")
+    assert [p.action for p in plan.runs] == ["done", "done", "done"]  # base + two rows, all completed
+    for p in plan.runs[1:]:
+        assert runs.read_json(Path(p.existing) / "summary.json")["status"] == "completed"
+        assert (Path(p.existing) / "attacks" / "scorpio.json").is_file()
+        assert runs.read_json(Path(p.existing) / "paper.json")["rows"] == {"scorpio:2(b)": p.row}
+    lines = {ln.split("|")[1].strip(): ln for ln in text.splitlines() if ln.startswith("| ")}
+    assert lines["Gradient Reg"].count("(Δ ") == 5 and lines["Adv Train (PGD-10)"].count("(Δ ") == 5
+
+
+def test_black_box_table_trains_an_independent_source_and_fills_the_transfer_column(tmp_path):
+    from advbench import api, runs
+    from advbench.papers.reproduce import make_plan
+
+    rows = ["SOAR - PGD1 init"]
+    _, text = api.reproduce("soar", "7", out=tmp_path, rows=rows, smoke=_TINY, device="cpu")
+    plan = make_plan("soar", "7", out=tmp_path, rows=rows, smoke=_TINY, device="cpu")
+    source, base, soar = plan.runs
+    assert [p.action for p in plan.runs] == ["done"] * 3 and source.seed == 1000 and base.seed == 0
+    assert soar.source == source.hash and soar.init == base.hash
+    stored = runs.read_json(Path(soar.existing) / "attacks" / "soar-init.json")
+    assert stored["transfer_source"]["run"] == source.existing
+    line = next(ln for ln in text.splitlines() if ln.startswith("| SOAR - PGD1 init"))
+    assert line.count("(Δ ") == 3  # clean, white-box PGD20 and black-box PGD20 all measured
+
+
+def test_grid_counts_the_newest_run_of_a_row_and_seed(reproduced, tmp_path):
+    import os
+    import shutil
+
+    from advbench.report import load_frame
+    from advbench.report.paper_grids import build_paper_grid
+
+    out, _, _ = reproduced
+    shutil.copytree(out, tmp_path / "runs")
+    adv = next((tmp_path / "runs").rglob("adv-train-pgd-10-s0-*"))
+    shutil.copytree(adv, adv.with_name(adv.name + "-older"))
+    os.utime(adv.with_name(adv.name + "-older") / "config.json", (1, 1))  # e.g. made by an older smoke setting
+    grid = build_paper_grid(load_frame([tmp_path / "runs"]), "scorpio", "2(b)")
+    assert grid.runs_per_row["Adv Train (PGD-10)"] == [str(adv)] and len(grid.values[("Standard", "Clean")]) == 1
+    assert "1 older run(s) of the same row and seed ignored (the newest run counts)" in grid.notes

@@ -8,18 +8,155 @@ test-set size; ``smoke`` scale shrinks them (see :data:`SMOKE`) so a whole grid 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from advbench.papers.published import published_tables, table_id, table_layout
 
 Transform = Literal["acc", "error", "sum"]
+SOURCE_SEED_OFFSET = 1000  # seed of a transfer-source run = the row's seed + this
 
-#: what smoke scale changes (recorded in every run's paper.json and printed in the caption)
+#: what smoke scale changes (recorded in every run's paper.json and printed in the caption).
+#: One standard "base" run per (dataset, model, seed, threat) is trained from scratch for ``base_epochs``
+#: and shared by every table (content hash); every other row fine-tunes from it for ``epochs`` epochs
+#: (``init_from``), with the training attacks capped at ``train_attack_steps`` steps. Attacks run on the
+#: first ``n_eval`` test images; the expensive entries of a suite (PGD-1000, PGD-20 x 50 restarts,
+#: AutoAttack, ...) run on the first ``n_eval_expensive`` of them (see :func:`smoke_suite`).
 SMOKE: dict[str, Any] = {
-    "model": "small-cnn", "epochs": 1, "n_train": 256, "batch_size": 64, "val_n": 32, "val_attack_steps": 3,
-    "schedule": "constant", "n_eval": 32, "seeds": (0,), "synthetic_options": {"n_train": 600, "n_test": 64},
+    "model": "small-cnn", "base_epochs": 10, "base_n_train": 4000, "epochs": 3, "n_train": 2000, "batch_size": 128,
+    "optimizer": "adam", "lr": 0.002, "lr_reg": 0.0005, "schedule": "cosine", "weight_decay": 0.0,
+    "val_n": 200, "val_attack_steps": 5, "train_attack_steps": 5,
+    "n_eval": 250, "n_eval_expensive": 100, "seeds": (0,),
+    "synthetic_options": {"n_train": 4500, "n_test": 250},
 }
+#: defenses whose loss adds a heavily weighted regularizer to the CE (TRADES family: beta-weighted KL / boosted
+#: term; input-gradient regularizers): fine-tuned at ``lr_reg`` at smoke scale. At ``lr`` their regularizer
+#: wipes out much of the base model's accuracy in the first epoch and 3 epochs do not recover it; measured on
+#: synthetic/small-cnn (val clean / PGD-5 after 3 epochs): TRADES beta 9 64/34 at 0.002 vs 90/53 at 0.0005,
+#: CURE 22/18 vs 48/31, double backprop 68/39 vs 98/34, while PGD-AT (96/61 vs 97/46), SOAR (95/56 vs 97/42)
+#: and MMA (92/48 vs 91/41) are better at 0.002.
+REG_DEFENSES = {"trades", "mart", "trades-awp", "grad-reg", "grad-reg-fd", "cure", "llr"}
+
+
+def uses_low_lr(defense: str, options: dict[str, Any]) -> bool:
+    """True for rows fine-tuned at smoke ``lr_reg`` (TRADES family, also rat / awp on a TRADES base, and
+    input-gradient regularizers)."""
+    if defense in REG_DEFENSES:
+        return True
+    if defense == "rat":
+        return str(options.get("base", "trades")) in ("trades", "awp-trades", "awp")
+    return defense == "awp" and options.get("base") == "trades"
+
+
+#: TrainConfig keys that smoke scale sets itself (a recipe's values for them apply at paper scale only)
+SMOKE_TRAIN_KEYS = ("epochs", "n_train", "batch_size", "optimizer", "lr", "schedule", "weight_decay",
+                    "val_n", "val_attack_steps")
+_PAPER_ONLY_TRAIN_KEYS = {"milestones", "gamma", "momentum", "nesterov", "model_options",
+                          "max_batches_per_epoch", "init_from"}
+
+
+def smoke_text(sm: dict[str, Any]) -> str:
+    """One line describing smoke settings (dry-run plan, grid caption); tolerant of older records."""
+    g = sm.get
+    text = (f"standard base run {g('base_epochs', '?')} epochs from scratch on {g('base_n_train', g('n_train'))} "
+            f"images, every other row fine-tuned from it for {g('epochs')} epochs on {g('n_train')}; "
+            f"model {g('model')}")
+    if "optimizer" in sm:
+        text += f", {g('optimizer')} lr {g('lr')} {g('schedule')}"
+        if "lr_reg" in sm:
+            text += f" (TRADES-family and gradient-regularizer rows lr {g('lr_reg')})"
+    if "train_attack_steps" in sm:
+        text += f"; training attacks <= {g('train_attack_steps')} steps"
+    text += f"; n_eval {g('n_eval')}"
+    if "n_eval_expensive" in sm:
+        text += f" ({g('n_eval_expensive')} for the expensive attacks)"
+    return text
+
+
+def smoke_train_options(train: dict[str, Any], smoke: dict[str, Any], *, base: bool) -> dict[str, Any]:
+    """TrainConfig options of a smoke run: the recipe's ``train`` minus its schedule, plus the smoke schedule."""
+    keep = {k: v for k, v in train.items() if k not in _PAPER_ONLY_TRAIN_KEYS and k not in SMOKE_TRAIN_KEYS}
+    opts = {**keep, **{k: smoke[k] for k in SMOKE_TRAIN_KEYS}}
+    if base:
+        opts["epochs"] = smoke["base_epochs"]
+        opts["n_train"] = smoke.get("base_n_train", smoke["n_train"])
+    return opts
+
+
+#: attacks that cost far more than a PGD-20 per image: smoke scale runs them on ``n_eval_expensive`` images
+EXPENSIVE_ATTACKS = {"autoattack", "apgd-ce", "apgd-t", "apgd-dlr", "fab", "fab-t", "square", "simba", "rays",
+                     "min-dist"}
+_SMOKE_SUFFIX = re.compile(r"^(?P<suite>.+)-smoke(?P<n>\d+)$")
+
+
+def _expensive(entry: Any) -> bool:
+    if entry.attack in EXPENSIVE_ATTACKS:
+        return True
+    steps = int(entry.options.get("steps", 0) or 0) * int(entry.options.get("restarts", 1) or 1)
+    return steps > 200
+
+
+def smoke_suite(suite: str, n_expensive: int, n_eval: int) -> str:
+    """The smoke variant of ``suite``: its expensive entries on the first ``n_expensive`` images.
+
+    Returns ``suite`` itself when nothing is expensive or ``n_expensive >= n_eval``; otherwise registers
+    (once) and returns ``SUITE-smokeN``. Labels are unchanged, so the grid's columns still find them.
+    """
+    from advbench.attacks import SUITES
+
+    if suite not in SUITES.names() or n_expensive >= n_eval:
+        return suite
+    entries = SUITES.get(suite).entries
+    if not any(_expensive(e) for e in entries):
+        return suite
+    return ensure_suite(f"{suite}-smoke{int(n_expensive)}")
+
+
+def ensure_suite(name: str) -> str:
+    """Register the smoke variant ``SUITE-smokeN`` if ``name`` is one and is not registered yet."""
+    import dataclasses
+
+    from advbench.attacks import SUITES
+    from advbench.attacks.suites import register_suite
+
+    _load_all()  # paper modules register their own suites
+    m = _SMOKE_SUFFIX.match(name)
+    if m is None or name in SUITES.names() or m["suite"] not in SUITES.names():
+        return name
+    n = int(m["n"])
+    parent = SUITES.get(m["suite"])
+    entries, notes = [], []
+    for e in parent.entries:
+        if not _expensive(e):
+            entries.append(e)
+            continue
+        options, changed = _cheaper(e)
+        entries.append(dataclasses.replace(e, options=options, subset=min(n, e.subset or n)))
+        notes.append(f"{e.label}{f' ({changed})' if changed else ''}")
+    register_suite(name, entries, f"smoke variant of {m['suite']}, on the first {n} images only: {'; '.join(notes)}")
+    return name
+
+
+def _cheaper(entry: Any) -> tuple[dict[str, Any], str]:
+    """Smoke options of an expensive entry: AutoAttack keeps APGD-CE and APGD-T (FAB-T and Square, slow on a CPU
+    and rarely decisive on unmasked models, are dropped); lone targeted components attack 3 target classes;
+    Square gets 1000 queries. Returns (options, what changed)."""
+    o = dict(entry.options)
+    if entry.attack == "autoattack" and o.get("version", "standard") == "standard":
+        return ({**o, "version": "custom", "attacks": ["apgd-ce", "apgd-t"], "n_restarts": 1},
+                "APGD-CE + APGD-T only, FAB-T and Square dropped")
+    if entry.attack in ("apgd-t", "fab-t") and o.get("n_target_classes") is None:
+        return {**o, "n_target_classes": 3}, "3 target classes"
+    if entry.attack == "square" and "n_queries" not in o:
+        return {**o, "n_queries": 1000}, "1000 queries"
+    return o, ""
+
+
+def smoke_suite_parent(name: str) -> str:
+    """``pgd-smoke50`` -> ``pgd``; any other name unchanged."""
+    m = _SMOKE_SUFFIX.match(name)
+    return m["suite"] if m else name
 
 
 @dataclass(frozen=True)
@@ -31,6 +168,8 @@ class RowRecipe:
     model: str | None = None  # paper-scale model when the row's block differs from the table's
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides for this row
     smoke: bool = True  # reproduced at smoke scale (False: paper scale only, e.g. a WRN block)
+    from_standard: bool = False  # paper scale: fine-tune from the table's standard run (SOAR, FOAR)
+    smoke_model: str | None = None  # model at smoke scale (default: the smoke model)
 
 
 @dataclass(frozen=True)
@@ -69,7 +208,9 @@ class TableRecipe:
     attack_versions: str = ""
     compute: str = ""
     discrepancies: tuple[str, ...] = ()
-    source: str | None = None  # row label whose run is the transfer source (black-box tables)
+    #: transfer source of black-box columns: ``standard`` = an independently trained standard run (same
+    #: dataset, model and schedule, seed + SOURCE_SEED_OFFSET), planned like a base run
+    source: str | None = None
 
     @property
     def key(self) -> str:

@@ -56,7 +56,8 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
                          "accuracy": res["clean"]["accuracy"], "seconds": None})
             for r in res["results"]:
                 rows.append({**common, "kind": "attack", "attack": r["label"], "norm": r["norm"], "eps": r["eps"],
-                             "accuracy": r["accuracy"], "seconds": r["seconds"]})
+                             "accuracy": r["accuracy"], "seconds": r["seconds"],
+                             "n": r.get("n", res["n_eval"])})  # an entry may attack a subset
             for r in res["robust"]:
                 rows.append({**common, "kind": "robust", "attack": "Worst case", "norm": r["norm"], "eps": r["eps"],
                              "accuracy": r["accuracy"], "seconds": None})

@@ -18,7 +18,15 @@ import pandas as pd
 
 from advbench import runs
 from advbench.papers.published import TableLayout, table_id, table_layout
-from advbench.papers.recipes import ColumnRecipe, RowRecipe, TableRecipe, get_recipe
+from advbench.papers.recipes import (
+    ColumnRecipe,
+    RowRecipe,
+    TableRecipe,
+    ensure_suite,
+    get_recipe,
+    smoke_suite_parent,
+    smoke_text,
+)
 
 DASH = "—"
 
@@ -90,7 +98,8 @@ def _resolved_options(defense: str, eps: str, norm: str, options: dict[str, Any]
     return {f.name: getattr(d.options, f.name) for f in dataclasses.fields(d.options)}
 
 
-def _row_matches(row: RowRecipe, cfg: dict[str, Any], cache: dict) -> bool:
+def _row_matches(row: RowRecipe, cfg: dict[str, Any], cache: dict, ignore: set[str] = frozenset()) -> bool:
+    """True when the run's defense and options are the row's (``ignore``: options smoke scale changed)."""
     if cfg.get("defense") != row.defense:
         return False
     if not row.options:
@@ -101,7 +110,7 @@ def _row_matches(row: RowRecipe, cfg: dict[str, Any], cache: dict) -> bool:
         cache[key] = _resolved_options(cfg["defense"], cfg["eps"], cfg["norm"], cfg.get("defense_options") or {})
     have = cache[key]
     want = _resolved_options(row.defense, cfg["eps"], cfg["norm"], row.options)
-    return all(str(have.get(k)) == str(want.get(k)) for k in row.options)
+    return all(str(have.get(k)) == str(want.get(k)) for k in row.options if k not in ignore)
 
 
 def _eps_equal(a: Any, b: Any) -> bool:
@@ -114,7 +123,7 @@ def _eps_equal(a: Any, b: Any) -> bool:
 
 
 def _column_value(sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str) -> float | None:
-    df = sub if spec.suite is None else sub[sub["suite"] == spec.suite]
+    df = sub if spec.suite is None else sub[[smoke_suite_parent(str(x)) == spec.suite for x in sub["suite"]]]
     if spec.attack == "Clean":
         hit = df[df["kind"] == "clean"]
         if hit.empty:
@@ -144,31 +153,78 @@ def build_paper_grid(frame: pd.DataFrame, paper: str, table: str) -> PaperGrid:
         grid.notes = _missing_notes(grid)
         return grid
     cache: dict = {}
-    matched_runs: list[str] = []
+    key = f"{recipe.paper}:{recipe.table}"
+    chosen: dict[tuple[str, Any], tuple[float, str, pd.DataFrame, dict[str, Any]]] = {}  # (row, seed) -> newest run
+    superseded = 0
     for run, sub in frame.groupby("run", sort=False):
         cfg = runs.read_json(Path(run) / "config.json")["config"]
         if cfg.get("norm") != recipe.norm or not _eps_equal(cfg.get("eps"), recipe.eps):
             continue
+        meta = _paper_meta(Path(run))
+        declared = (meta.get("rows") or {}).get(key)  # reproduce records the row a run fills in each table
+        ignore = set(meta.get("smoke_overrides") or {})
         for label, row in recipe.rows.items():
-            if not isinstance(row, RowRecipe) or not _row_matches(row, cfg, cache):
+            if not isinstance(row, RowRecipe):
                 continue
-            matched_runs.append(str(run))
-            grid.runs_per_row.setdefault(label, []).append(str(run))
-            per_col: dict[str, float] = {}
-            for col, spec in recipe.columns.items():
-                if isinstance(spec, ColumnRecipe) and spec.transform != "sum":
-                    v = _column_value(sub, spec, cfg["eps"])
-                    if v is not None:
-                        per_col[col] = v
-            for col, spec in recipe.columns.items():
-                if isinstance(spec, ColumnRecipe) and spec.transform == "sum" and all(p in per_col for p in spec.parts):
-                    per_col[col] = sum(per_col[p] for p in spec.parts)
-            for col, v in per_col.items():
-                grid.values.setdefault((label, col), []).append(v)
+            if declared in recipe.rows and declared != label:
+                continue
+            if declared != label and not _row_matches(row, cfg, cache, ignore):
+                continue
+            # several runs of one row and seed (e.g. an older smoke setting): the newest one counts
+            when = (Path(run) / "config.json").stat().st_mtime
+            slot = (label, cfg.get("seed"))
+            if slot in chosen:
+                superseded += 1
+                if chosen[slot][0] >= when:
+                    break
+            chosen[slot] = (when, str(run), sub, cfg)
             break  # a run fills one row
+    matched_runs: list[str] = []
+    for (label, _seed), (_when, run, sub, cfg) in chosen.items():
+        matched_runs.append(run)
+        grid.runs_per_row.setdefault(label, []).append(run)
+        per_col: dict[str, float] = {}
+        for col, spec in recipe.columns.items():
+            if isinstance(spec, ColumnRecipe) and spec.transform != "sum":
+                v = _column_value(sub, spec, cfg["eps"])
+                if v is not None:
+                    per_col[col] = v
+        for col, spec in recipe.columns.items():
+            if isinstance(spec, ColumnRecipe) and spec.transform == "sum" and all(p in per_col for p in spec.parts):
+                per_col[col] = sum(per_col[p] for p in spec.parts)
+        for col, v in per_col.items():
+            grid.values.setdefault((label, col), []).append(v)
     grid.caption = _caption(grid, frame, matched_runs)
     grid.notes = _missing_notes(grid)
+    if superseded:
+        grid.notes.append(f"{superseded} older run(s) of the same row and seed ignored (the newest run counts)")
     return grid
+
+
+def _n_eval_text(sub: pd.DataFrame) -> str:
+    """``500 first test images (PGD-1000, PGD-20-50: first 100)``."""
+    if sub.empty:
+        return DASH
+    clean = sub[sub["kind"] == "clean"]["n"]
+    main = int(clean.max()) if not clean.empty else int(sub["n"].max())
+    fewer: dict[int, list[str]] = {}
+    for (attack, kind), g in sub.groupby(["attack", "kind"], sort=False):
+        m = int(g["n"].min())
+        if kind == "attack" and m < main and str(attack) not in fewer.setdefault(m, []):
+            fewer[m].append(str(attack))
+    text = f"{main} (first N test images"
+    for m, attacks in sorted(fewer.items(), reverse=True):
+        if attacks:
+            text += f"; {', '.join(attacks)}: first {m}"
+    return text + ")"
+
+
+def _paper_meta(run: Path) -> dict[str, Any]:
+    meta_file = run / "paper.json"
+    try:
+        return runs.read_json(meta_file) if meta_file.is_file() else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _caption(grid: PaperGrid, frame: pd.DataFrame, matched: list[str]) -> str:
@@ -179,24 +235,30 @@ def _caption(grid: PaperGrid, frame: pd.DataFrame, matched: list[str]) -> str:
     sub = frame[frame["run"].isin(matched)] if matched and not frame.empty else frame.iloc[0:0]
     ds = ", ".join(sorted(map(str, sub["dataset"].unique()))) or DASH
     md = ", ".join(sorted(map(str, sub["model"].unique()))) or DASH
-    n = ", ".join(str(int(v)) for v in sorted(sub["n"].unique())) or DASH
+    wanted = {s for s, _ in r.suites}
+    n = _n_eval_text(sub[[smoke_suite_parent(str(x)) in wanted for x in sub["suite"]]] if not sub.empty else sub)
     scales: list[str] = []
     subst: list[str] = []
-    for run in dict.fromkeys(matched):
-        meta_file = Path(run) / "paper.json"
-        if meta_file.is_file():
-            meta = runs.read_json(meta_file)
+    metas = [m for m in (_paper_meta(Path(run)) for run in dict.fromkeys(matched)) if m]
+    if any(m.get("role") != "base" for m in metas):  # a shared base run records the first table's settings
+        metas = [m for m in metas if m.get("role") != "base"]
+    for meta in metas:
+        if meta:
             scale = meta.get("scale", "?")
             if scale == "smoke" and meta.get("smoke"):
-                s = meta["smoke"]
-                scale = (f"smoke (epochs {s.get('epochs')}, n_train {s.get('n_train')}, model {s.get('model')}, "
-                         f"n_eval {s.get('n_eval')})")
+                scale = f"smoke ({smoke_text(meta['smoke'])})"
             scales.append(scale)
             if meta.get("substituted"):
                 subst.append(meta["substituted"])
+    attacks = r.attack_versions
+    for suite in sorted({str(x) for x in sub["suite"].unique()} if not sub.empty else set()):
+        if smoke_suite_parent(suite) != suite and smoke_suite_parent(suite) in wanted:
+            from advbench.attacks import SUITES
+
+            ensure_suite(suite)
+            attacks += f" [{suite}: {SUITES.get(suite).description}]"
     parts = [f"dataset: {ds} (paper: {r.dataset})", f"model: {md} (paper: {r.model})",
-             f"threat: {r.threat_text or f'{r.norm} {r.eps}'}", f"n-eval: {n} (first N test images)",
-             f"attacks: {r.attack_versions}",
+             f"threat: {r.threat_text or f'{r.norm} {r.eps}'}", f"n-eval: {n}", f"attacks: {attacks}",
              f"scale: {', '.join(dict.fromkeys(scales)) or 'unknown (runs not made by reproduce)'}"]
     text = f"{head} — accuracy (%); " + "; ".join(parts) + "; mean ± std over seeds; bold = best measured per column"
     for s in dict.fromkeys(subst):
@@ -212,7 +274,8 @@ def _missing_notes(grid: PaperGrid) -> list[str]:
         spec = r.rows.get(row) if r else None
         if isinstance(spec, RowRecipe):
             if row not in grid.runs_per_row:
-                notes.append(f"{row}: {DASH} fill with: {cmd}")
+                fill = cmd if spec.smoke else cmd.replace("--scale smoke", "--scale paper")
+                notes.append(f"{row}: {DASH} fill with: {fill}")
         elif isinstance(spec, str):
             notes.append(f"{row}: not measured ({spec})")
         else:
