@@ -42,6 +42,22 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
         self._help: dict[str, str] = {}
         self._aliases: dict[str, str] = {}
+        self._on_miss: Callable[[str], None] | None = None
+
+    def on_miss(self, loader: Callable[[str], None]) -> None:
+        """Call ``loader(name)`` when a lookup misses, then look again once (lazily registered entries, such
+        as the suites that paper recipes define)."""
+        self._on_miss = loader
+
+    def _key(self, name: str) -> str:
+        key = name.strip().lower().replace("_", "-")
+        key = self._aliases.get(key, key)
+        if key not in self._items and self._on_miss is not None:
+            self._on_miss(key)
+            key = self._aliases.get(key, key)
+        if key not in self._items:
+            raise UserError(unknown_name_message(self.kind, name, list(self._items)))
+        return key
 
     def register(self, name: str, help: str = "", aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
         """Decorator registering ``obj`` under ``name`` (and hidden ``aliases``); fails on duplicates."""
@@ -70,19 +86,11 @@ class Registry(Generic[T]):
 
     def canonical(self, name: str) -> str:
         """The registered name for ``name`` or one of its aliases (UserError if unknown)."""
-        key = name.strip().lower().replace("_", "-")
-        key = self._aliases.get(key, key)
-        if key not in self._items:
-            raise UserError(unknown_name_message(self.kind, name, list(self._items)))
-        return key
+        return self._key(name)
 
     def get(self, name: str) -> T:
         """Return the object registered as ``name``; a UserError with suggestions if unknown."""
-        key = name.strip().lower().replace("_", "-")
-        key = self._aliases.get(key, key)
-        if key not in self._items:
-            raise UserError(unknown_name_message(self.kind, name, list(self._items)))
-        return self._items[key]
+        return self._items[self._key(name)]
 
     def help(self, name: str) -> str:
         """One-line description of ``name``."""

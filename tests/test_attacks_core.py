@@ -283,3 +283,13 @@ def test_set_options_are_typed_before_they_key_a_job():
     py = _suite_for(None, "pgd", {"steps": 5, "loss": "cw"})
     assert cli == py
     assert cli.entries[0].options == {"steps": 5, "loss": "cw"}
+
+
+def test_suites_defined_by_paper_recipes_are_found_by_name():
+    from advbench.attacks import SUITES
+    from advbench.errors import UserError
+
+    assert SUITES.get("soar-init").name == "soar-init"
+    assert SUITES.get("pgd-smoke100").entries  # smoke variants register on demand
+    with pytest.raises(UserError, match="unknown suite"):
+        SUITES.get("no-such-suite")
