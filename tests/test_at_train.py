@@ -14,16 +14,6 @@ from advbench.defenses import build_defense
 from advbench.engine.signals import Interrupted, StopFlag
 from advbench.threat import ThreatModel
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny batches: one intra-op thread is as fast as two on an idle machine and about 10× faster when the
-    two cores are shared (OpenMP threads spin against other processes)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 TINY = dict(dataset="synthetic", model="small-cnn", epochs=2, batch_size=64, n_train=128, lr=0.05, device="cpu")
 TINY_SET = {"val_n": 32, "val_attack_steps": 1, "data.n_train": 300, "data.n_test": 100, "steps": 2}
 

@@ -17,15 +17,6 @@ from advbench.engine.evaluate import EvalJob, evaluate_suite
 from advbench.threat import ThreatModel
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread than on two competing ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _linear_distance(model, x, y, w, norm):
     s = x.flatten(1) @ w + model.b.detach()
     m = torch.where(y == 1, s, -s)

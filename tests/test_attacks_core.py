@@ -13,15 +13,6 @@ from advbench.attacks.pgd import pgd_perturb
 from advbench.threat import ThreatModel
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread than on two competing ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _signed_margin(model, x, y):
     s = model(x)[:, 1]
     return torch.where(y == 1, s, -s)

@@ -21,15 +21,6 @@ from advbench.threat import ThreatModel
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread than on two competing ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _labels(name):
     return [(e.label, e.attack) for e in SUITES.get(name).entries]
 

@@ -11,15 +11,6 @@ from advbench.engine.evaluate import EvalJob, evaluate_suite
 from advbench.threat import ThreatModel
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run faster on one thread than on two competing ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("eps", ["2/255", "4/255", "8/255"])
 def test_pgd_suite_agrees_with_torchattacks_within_one_point(eps, tmp_path):
     import torchattacks  # test-only reference (the "test" extra)

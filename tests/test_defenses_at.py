@@ -36,16 +36,6 @@ from advbench.engine.passes import frozen
 from advbench.errors import UserError
 from advbench.threat import ThreatModel
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny batches: one intra-op thread is as fast as two on an idle machine and about 10× faster when the
-    two cores are shared (OpenMP threads spin against other processes)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 LINF = ThreatModel.parse("8/255")
 
 
