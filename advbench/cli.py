@@ -145,12 +145,6 @@ def _check_before_launch(options: dict, settings: list[str] | None, config: Path
 def _relaunch_train(nproc: int) -> int:
     """Run this ``advbench train`` command line (without ``--nproc``) as ``nproc`` torchrun processes on this
     machine (:func:`_run_torchrun`); returns their exit code (130 after a Ctrl-C: the processes saved last.pt)."""
-    import os
-
-    if nproc < 1:
-        raise UserError(f"--nproc must be >= 1, got {nproc}")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UserError("--nproc cannot be used inside torchrun; torchrun already chose the number of processes")
     args, skip = [], False
     for arg in STATE.get("argv") or sys.argv[1:]:  # the command line as typed, minus --nproc
         if skip:
@@ -238,12 +232,6 @@ def attack(
 def _relaunch_attack(ctx: typer.Context, nproc: int) -> int:
     """Run this ``attack`` command (without ``--nproc``) as ``nproc`` torchrun processes on this machine; their
     exit code. The command line is rebuilt from the parsed options (also when called as ``main([...])``)."""
-    import os
-
-    if nproc < 1:
-        raise UserError(f"--nproc must be >= 1, got {nproc}")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UserError("--nproc cannot be used inside torchrun; torchrun already chose the number of processes")
     args: list[str] = ["--debug"] if STATE["debug"] else []
     args.append(ctx.info_name or "attack")
     positional: list[str] = []
@@ -274,6 +262,12 @@ def _run_torchrun(nproc: int, args: list[str]) -> int:
     import signal
     import subprocess
 
+    from advbench.engine.distributed import env_world_size
+
+    if nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {nproc}")
+    if env_world_size() > 1:
+        raise UserError("--nproc cannot be used inside torchrun; torchrun already chose the number of processes")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "advbench", *args]
     proc = subprocess.Popen(cmd)

@@ -79,15 +79,6 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
-def shard_range(n: int, rank_: int | None = None, world: int | None = None) -> range:
-    """The contiguous slice of ``range(n)`` owned by a rank: sizes differ by at most one, in rank order."""
-    r = rank() if rank_ is None else rank_
-    w = world_size() if world is None else world
-    base, extra = divmod(n, w)
-    start = r * base + min(r, extra)
-    return range(start, start + base + (1 if r < extra else 0))
-
-
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """``obj`` from rank ``src`` on every rank (identity for one process)."""
     if not is_distributed():
@@ -104,16 +95,6 @@ def all_gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def all_reduce_sum(values: dict[str, float]) -> dict[str, float]:
-    """Sum each float of ``values`` over ranks (same keys on every rank; identity for one process)."""
-    if not is_distributed() or not values:
-        return dict(values)
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_comm_device())
-    dist.all_reduce(t)
-    return {k: float(v) for k, v in zip(keys, t.tolist(), strict=True)}
 
 
 def any_rank(flag: bool) -> bool:
