@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -129,27 +130,64 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
 
 
-def load_model_module(spec: str, checkpoint: str | Path | None = None, device: Any = "cpu") -> Any:
-    """Build a model from ``pkg.module:factory`` (a callable returning an ``nn.Module``, or a module object)
-    and load a state dict from ``checkpoint`` (its ``model`` or ``state_dict`` entry, or the dict itself)."""
-    import importlib
-    import sys
+_MODULE_SPEC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_ATTR_SPEC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
+
+def _import_model_source(spec: str) -> tuple[Any, str]:
+    """The module named by ``spec``'s part before the last ``:`` and the attribute path after it.
+
+    ``pkg.module:factory`` imports an importable module (``sys.path`` as it is: the working directory is
+    not added); ``path/to/file.py:factory`` loads exactly that file. Either way the code is the user's own
+    choice on the command line: advbench never imports a module named by a file it reads.
+    """
+    import importlib
+    import importlib.util
+
+    mod_name, sep, attr = spec.rpartition(":")
+    if not sep or not mod_name or not _ATTR_SPEC.match(attr):
+        raise UserError(f"--model-module {spec!r} must be pkg.module:factory or path/to/file.py:factory "
+                        "(e.g. mymodels.nets:make_model)")
+    if mod_name.endswith(".py"):
+        path = Path(mod_name)
+        if not path.is_file():
+            raise UserError(f"--model-module {spec}: no such file {path}")
+        name = "advbench_user_model_" + re.sub(r"\W", "_", path.stem)
+        loader_spec = importlib.util.spec_from_file_location(name, path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise UserError(f"--model-module {spec}: {path} is not a Python module")
+        module = importlib.util.module_from_spec(loader_spec)
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as err:  # noqa: BLE001 - the user's file failed; say so in one line
+            raise UserError(f"--model-module {spec}: running {path} raised {type(err).__name__}: {err}") from None
+        return module, attr
+    if not _MODULE_SPEC.match(mod_name):
+        raise UserError(f"--model-module {spec!r}: '{mod_name}' is not a module name; use pkg.module:factory or "
+                        "path/to/file.py:factory")
+    try:
+        return importlib.import_module(mod_name), attr
+    except ImportError as err:
+        raise UserError(f"cannot import '{mod_name}' for --model-module: {err} (a module in the working directory: "
+                        f"give its file, {mod_name.replace('.', '/')}.py:{attr}, or set PYTHONPATH)") from None
+    except Exception as err:  # noqa: BLE001 - importing the user's module failed
+        raise UserError(f"--model-module {spec}: importing '{mod_name}' raised {type(err).__name__}: {err}") from None
+
+
+def load_model_module(spec: str, checkpoint: str | Path | None = None, device: Any = "cpu") -> Any:
+    """Build a model from ``pkg.module:factory`` or ``path/to/file.py:factory`` (a callable returning an
+    ``nn.Module``, or a module object) and load a state dict from ``checkpoint`` (its ``model`` or
+    ``state_dict`` entry, or the dict itself).
+
+    This imports and runs that code: call it only with a spec the user typed (never one read from a file).
+    """
     from torch import nn
 
-    if ":" not in spec:
-        raise UserError(f"--model-module '{spec}' must be pkg.module:factory (e.g. mymodels.nets:make_model)")
-    mod_name, attr = spec.split(":", 1)
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))  # like `python -m`: modules in the working directory import
-    try:
-        module = importlib.import_module(mod_name)
-    except ImportError as err:
-        raise UserError(f"cannot import '{mod_name}' for --model-module: {err}") from None
+    module, attr = _import_model_source(str(spec))
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise UserError(f"'{mod_name}' has no attribute '{attr}' (--model-module {spec})")
+            raise UserError(f"'{module.__name__}' has no attribute '{attr}' (--model-module {spec})")
         obj = getattr(obj, part)
     if not isinstance(obj, nn.Module):
         if not callable(obj):
@@ -157,7 +195,9 @@ def load_model_module(spec: str, checkpoint: str | Path | None = None, device: A
         try:
             obj = obj()
         except Exception as err:  # noqa: BLE001 - the user's factory failed; say so in one line
-            raise UserError(f"--model-module {spec}: the factory raised {type(err).__name__}: {err}") from None
+            first = (str(err).splitlines() or [""])[0]
+            raise UserError(f"--model-module {spec}: the factory raised {type(err).__name__}: {first} (it must "
+                            "take no arguments and return an nn.Module)") from None
         if not isinstance(obj, nn.Module):
             raise UserError(f"--model-module {spec} returned {type(obj).__name__}, not a torch.nn.Module")
     if checkpoint is not None:
@@ -167,7 +207,7 @@ def load_model_module(spec: str, checkpoint: str | Path | None = None, device: A
             state = ckpt.get("model", ckpt.get("state_dict", ckpt))
         try:
             obj.load_state_dict(state)
-        except (RuntimeError, TypeError, AttributeError) as err:
+        except (RuntimeError, TypeError, AttributeError, ValueError) as err:
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise UserError(f"--checkpoint {checkpoint}: weights do not fit the model ({first})") from None
     return obj.to(device).eval()
@@ -202,10 +242,14 @@ def _load_any_run_model(run_dir: Path, checkpoint: str, dev: Any) -> tuple[Any, 
     """A trained run's model, or an external-model directory's model (rebuilt from its module spec)."""
     record = runs.read_json(run_dir / "config.json")
     if record.get("kind") == "external":
-        if not record.get("model_module"):
+        # the folder names the code that built its model; running it would let whoever hands over a results
+        # folder run code here, so the user must name that code on the command line themselves
+        spec = record.get("model_module")
+        if not spec or not isinstance(spec, str):
             raise UserError(f"{run_dir} holds results of a Python-API model; attack it with advbench.evaluate(model)")
-        ckpt = record.get("checkpoint") if checkpoint in {"best", "last"} else checkpoint
-        return load_model_module(record["model_module"], ckpt, dev), record
+        raise UserError(f"{run_dir} holds results of an external model; advbench does not run code named in a "
+                        f"results folder: if you trust it, type 'advbench attack --model-module {spec} "
+                        f"--out {run_dir} --dataset DATASET' yourself")
     from advbench.engine.train import load_run_model
 
     return load_run_model(run_dir, checkpoint, dev)
@@ -218,13 +262,14 @@ def _run_job(model: Any, data: Any, *, the_suite: Any, threats: list[Any], n_eva
     """Shared tail of :func:`attack` and :func:`evaluate`: build the job, reuse a stored result, run, write."""
     from advbench.attacks.base import AttackContext
     from advbench.engine import distributed
-    from advbench.engine.evaluate import EvalJob, evaluate_suite
+    from advbench.engine.evaluate import EvalJob, evaluate_suite, identity_of
     from advbench.engine.progress import make_progress
     from advbench.engine.signals import StopFlag, stop_on_signals
 
     job = EvalJob(suite=the_suite, threats=threats, n_eval=n_eval, batch_size=batch_size, seed=seed,
                   source=described, transfer_source=source_desc, hygiene=hygiene,
-                  available=frozenset({"source_model"} if source_model is not None else set()))
+                  available=frozenset({"source_model"} if source_model is not None else set()),
+                  identity=identity_of(model, data, n_eval, source_model))
     if not job.entries():
         reasons = "; ".join(f"{s['label']}: {s['reason']}" for s in job.skipped())
         raise UserError(f"nothing to run in suite '{the_suite.name}' ({reasons})")
@@ -358,7 +403,7 @@ def evaluate(model: Any, *, dataset: Any = "synthetic", suite: str | None = "pgd
     threats = _threats(eps, the_norm, "8/255")
     dev = _eval_device(device)
     with distributed.process_group(dev):  # torchrun: each rank evaluates a shard
-        net = load_model_module(model, checkpoint, dev) if spec else model.to(dev).eval()
+        net = load_model_module(model, checkpoint, dev) if spec is not None else model.to(dev).eval()
         if isinstance(dataset, str):
             from advbench.data import load_splits
 
@@ -370,7 +415,7 @@ def evaluate(model: Any, *, dataset: Any = "synthetic", suite: str | None = "pgd
             data, dataset_name = dataset, "custom"
         out_dir = Path(out)
         if distributed.is_main() and not runs.is_run_dir(out_dir):
-            out_dir.mkdir(parents=True, exist_ok=True)
+            runs.check_out_dir(out_dir)
             runs.write_json(out_dir / "config.json", _external_record(
                 label, dataset_name, threats[0].eps_text, the_norm, seed, spec,
                 str(checkpoint) if checkpoint else None))

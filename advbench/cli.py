@@ -173,8 +173,10 @@ def attack(
     checkpoint: Annotated[Optional[str], typer.Option(help="best, last or a checkpoint file [default: best]; with "
                                                       "--model-module a state-dict file.")] = None,
     model_module: Annotated[Optional[str], typer.Option(
-        "--model-module", help="Attack any model: pkg.module:factory returning an nn.Module that takes [0, 1] inputs "
-        "and returns logits (use with --dataset, --checkpoint, --out).")] = None,
+        "--model-module", help="Attack any model: pkg.module:factory or path/to/file.py:factory returning an "
+        "nn.Module that takes [0, 1] inputs and returns logits (use with --dataset, --checkpoint, --out). This "
+        "IMPORTS AND RUNS that code: name only code you trust. The working directory is not searched; give a "
+        "file path for a module there.")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Dataset for --model-module (its test split).")] = None,
     data_dir: Annotated[Optional[str], typer.Option(help="Dataset root for --model-module.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Results directory for --model-module "

@@ -111,10 +111,17 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"checkpoint not found: {p}")
+    import pickle
+
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a user-facing bad file
-        raise UserError(f"cannot load checkpoint {p}: {type(err).__name__}: {err}") from None
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower() or "weights_only" in str(err):
+            raise UserError(f"{p} is not a safe checkpoint: it contains code objects or classes beyond tensors; "
+                            "refused") from None
+        raise UserError(f"{p} is not a readable checkpoint (corrupt pickle); refused") from None
+    except Exception as err:  # noqa: BLE001 - any other failure is a user-facing bad file, in one line of our own
+        raise UserError(f"{p} is not a readable checkpoint ({type(err).__name__}); refused") from None
 
 
 def git_hash() -> str | None:
@@ -224,9 +231,69 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     return unique
 
 
+#: longest run name accepted (bytes): leaves room for a ``-N`` suffix and the files inside under NAME_MAX
+MAX_RUN_NAME = 200
+
+
+def check_run_name(name: str) -> str:
+    """``name`` if it is one safe path component, else a UserError.
+
+    A run name is a single folder inside the runs folder: no separators, not ``.`` or ``..``, no control
+    characters, no leading or trailing space, at most :data:`MAX_RUN_NAME` bytes.
+    """
+    what = f"run name {name[:60]!r}{'...' if len(name) > 60 else ''}"
+    if not name or name in {".", ".."} or "/" in name or "\\" in name or (os.altsep and os.altsep in name):
+        raise UserError(f"{what} must be one folder name (no '/', not '.' or '..'); pick a plain name such as "
+                        "'pgd-at-s0'")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name) or name != name.strip():
+        raise UserError(f"{what} has control characters or leading/trailing spaces; pick a plain name")
+    if len(name.encode()) > MAX_RUN_NAME:
+        raise UserError(f"{what} is {len(name.encode())} bytes long; use at most {MAX_RUN_NAME}")
+    return name
+
+
+def check_out_dir(out: str | Path, flag: str = "--out") -> Path:
+    """The runs folder ``out``, created if missing; a UserError if it is a file or cannot be created."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{flag} {p} is not a directory; give a folder for the runs")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{flag} {p}: cannot create the folder ({err.strerror or err}); give a writable folder") \
+            from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {p} is not writable; give a writable folder")
+    return p
+
+
+def create_run_dir(out: str | Path, name: str) -> Path:
+    """Create a new, empty run folder ``out/name`` (suffixed ``-2``, ``-3`` ... when taken) and return it.
+
+    The name is checked (:func:`check_run_name`) and the folder is created with one atomic ``mkdir``, so
+    two processes started at the same moment with the same name get two folders; the result always lies
+    directly inside ``out``.
+    """
+    check_run_name(name)
+    root = check_out_dir(out)
+    for k in range(1, 10_000):
+        candidate = root / (name if k == 1 else f"{name}-{k}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise UserError(f"cannot create run folder {candidate}: {err.strerror or err}") from None
+        if candidate.resolve().parent != root.resolve():  # defence in depth: never outside --out
+            candidate.rmdir()
+            raise UserError(f"run folder {candidate} would lie outside {root}; pick a plain name")
+        return candidate
+    raise UserError(f"too many runs named {name!r} in {root}; pick another --name")
+
+
 def unique_run_dir(out: str | Path, name: str) -> Path:
-    """``out/name``, suffixed ``-2``, ``-3`` ... if it already exists."""
-    base = Path(out) / name
+    """``out/name``, suffixed ``-2``, ``-3`` ... if it already exists (not created; see :func:`create_run_dir`)."""
+    base = Path(out) / check_run_name(name)
     candidate, k = base, 1
     while candidate.exists():
         k += 1

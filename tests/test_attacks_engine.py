@@ -245,8 +245,12 @@ def test_cli_attacks_any_model_module_and_matches_the_python_api(tmp_path, capsy
     # reports read the directory like a run, with the hygiene flag column
     grid, _ = api.report([tmp_path / "cli"])
     assert "Checks" in grid.columns and list(grid.index) == ["external:make"]
-    # the results directory can be attacked again by path (the module spec is recorded)
+    # the results folder names its module, but attacking it by path does not run that code: the user types it
     code = main(["attack", str(tmp_path / "cli"), "--suite", "quick", "--n-eval", "8", "--quiet", "--device", "cpu"])
+    assert code == 2 and "--model-module extmodels:make" in capsys.readouterr().err
+    code = main(["attack", "--model-module", "extmodels:make", "--checkpoint", str(tmp_path / "weights.pt"),
+                 "--dataset", "synthetic", "--out", str(tmp_path / "cli"), "--suite", "quick", "--n-eval", "8",
+                 "--quiet", "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
 
 

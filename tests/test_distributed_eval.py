@@ -185,7 +185,8 @@ def make():
 
 def test_cli_nproc_relaunches_through_torchrun_and_matches_one_process(tmp_path, monkeypatch):
     (tmp_path / "shardmod.py").write_text(textwrap.dedent(_MODULE))
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # `python -m advbench` (and torchrun -m) import from the working directory
+    monkeypatch.syspath_prepend(str(tmp_path))  # this process does not: advbench never adds it itself
     args = ["--model-module", "shardmod:make", "--dataset", "synthetic", "--attack", "pgd", "--set", "steps=5",
             "--n-eval", "30", "--batch-size", "8", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -124,6 +124,10 @@ class EvalJob:
     transfer_source: dict[str, Any] | None = None  # the model transfer attacks are crafted on
     hygiene: bool = True
     available: frozenset[str] = frozenset()
+    #: digests of what is evaluated (:func:`identity_of`): the model's weights and classes, the images and
+    #: labels, the transfer source's weights; part of the fingerprint, so a stored result is reused only for
+    #: the same model on the same data
+    identity: dict[str, Any] | None = None
 
     def entry_threat(self, entry: SuiteEntry, threat: ThreatModel) -> ThreatModel:
         """The entry's own threat: its fixed norm/eps, else the evaluation's (a foreign norm gets its default eps)."""
@@ -163,8 +167,24 @@ class EvalJob:
             "entries": [(e.label, e.attack, e.options, e.norm, e.eps, e.subset) for e in self.suite.entries],
             "threats": [t.to_dict() for t in self.threats], "n": self.n_eval, "bs": self.batch_size,
             "seed": self.seed, "source": self.source, "transfer_source": self.transfer_source,
-            "hygiene": self.hygiene, "available": sorted(self.available)}), sort_keys=True, default=str)
+            "hygiene": self.hygiene, "available": sorted(self.available), "identity": self.identity}),
+            sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def identity_of(model: nn.Module, data: Any, n_eval: int, source_model: nn.Module | None = None) -> dict[str, Any]:
+    """What decides a result besides the job's settings: the model's weights and code, the first ``n_eval``
+    images and labels of ``data``, and the transfer source model's weights (see :mod:`advbench.core.digest`)."""
+    from advbench.core.digest import code_identity, data_digest, weights_digest
+
+    d = as_eval_data(data)
+    n = min(n_eval, len(d))
+    out: dict[str, Any] = {"weights": weights_digest(model), "code": code_identity(model),
+                           "data": data_digest(d.x[:n], d.y[:n])}
+    if source_model is not None:
+        out["source_weights"] = weights_digest(source_model)
+        out["source_code"] = code_identity(source_model)
+    return out
 
 
 def _max_perturbation(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> float:
@@ -484,6 +504,7 @@ def assemble(job: EvalJob, state: dict[str, Any], n: int, attack_descriptions: d
         "description": job.suite.description,
         "source": job.source,
         "transfer_source": job.transfer_source,
+        "identity": job.identity,
         "n_eval": n,
         "subset": "first-n",
         "batch_size": job.batch_size,

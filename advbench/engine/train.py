@@ -552,13 +552,15 @@ def start_run(cfg: TrainConfig, *, out: str | Path = "runs", name: str | None = 
         torch.cuda.set_device(distributed.local_rank())
     with distributed.process_group(dev, backend):
         main = distributed.is_main()
-        run_dir = Path(distributed.broadcast_object(
-            str(runs.unique_run_dir(out, name or default_run_name(cfg))) if main else None))
-        trainer = Trainer(cfg, run_dir, progress=progress, stop=stop, batch_hook=batch_hook)
+        run_name = runs.check_run_name(default_run_name(cfg) if name is None else name)
+        if main:
+            runs.check_out_dir(out)
+        trainer = Trainer(cfg, Path(out) / run_name, progress=progress, stop=stop, batch_hook=batch_hook)
         if cfg.init_from:
             trainer.init_file = load_init_weights(trainer.model, cfg.init_from)
-        if main:
-            run_dir.mkdir(parents=True, exist_ok=False)
+        # rank 0 creates the folder atomically (a taken name gets a -N suffix) and tells the others
+        run_dir = Path(distributed.broadcast_object(str(runs.create_run_dir(out, run_name)) if main else None))
+        trainer.run_dir = run_dir
         with runs.RunLock(run_dir, "train") if main else contextlib.nullcontext():
             if main:
                 record = trainer.config_record(command if command is not None else sys.argv)
