@@ -1,0 +1,21 @@
+"""Every paper recipe plans the same run names (content hashes) as before the one-way architecture refactor:
+``tests/data/recipe_run_names.json`` was recorded from ``reproduce PAPER --table N --scale S --dry-run`` on the
+commit before it. A change here means reused runs would no longer be found; make it only on purpose."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from advbench.papers.reproduce import make_plan
+
+RECORDED = json.loads((Path(__file__).parent / "data" / "recipe_run_names.json").read_text())
+
+
+@pytest.mark.parametrize("key", sorted(RECORDED))
+def test_recipe_run_names_unchanged(key, tmp_path):
+    paper, table, scale = key.split(":")
+    plan = make_plan(paper, table, scale=scale, out=tmp_path, device="cpu")
+    assert sorted(p.name for p in plan.runs) == RECORDED[key]
