@@ -74,6 +74,11 @@ class Registry(Generic[T]):
         """Register ``obj`` under ``name`` (a duplicate name is a programming error)."""
         if name in self._items:
             raise ValueError(f"{self.kind} '{name}' registered twice")
+        if isinstance(obj, type) and hasattr(obj, "name"):
+            if obj.__dict__.get("name") not in (None, "", name):
+                raise ValueError(f"{self.kind} class {obj.__qualname__} says name {obj.__dict__['name']!r} but is "
+                                 f"registered as {name!r}: the registration names it")
+            obj.name = name  # type: ignore[attr-defined]  # the one place a method's name is written
         self._items[name] = obj
         doc = help or (getattr(obj, "__doc__", None) or "").strip().splitlines()
         self._help[name] = doc if isinstance(doc, str) else (doc[0] if doc else "")

@@ -29,7 +29,8 @@ import time
 import torch
 
 from advbench.attacks import build_attack
-from advbench.engine.common import resolve_device, seed_everything
+from advbench.core.devices import resolve_device
+from advbench.core.seeding import seed_everything
 from advbench.threat import ThreatModel
 
 

@@ -42,8 +42,8 @@ from step_cost import (  # noqa: E402
     track_cpu_memory,
 )
 
+from advbench.core.devices import resolve_device  # noqa: E402
 from advbench.defenses import build_defense  # noqa: E402
-from advbench.engine.common import resolve_device  # noqa: E402
 from advbench.threat import ThreatModel  # noqa: E402
 
 #: Autograd graphs through the network that each method must hold at once at its peak (the backward of

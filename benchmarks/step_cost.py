@@ -29,10 +29,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from advbench.core.devices import resolve_device
+from advbench.core.memory import PeakMemory
+from advbench.core.passes import PassCounter
+from advbench.core.seeding import seed_everything
 from advbench.defenses import DEFENSES, StepContext, build_defense
-from advbench.engine.common import resolve_device, seed_everything
-from advbench.engine.memory import PeakMemory
-from advbench.engine.passes import PassCounter
 from advbench.models import build_model
 from advbench.threat import ThreatModel
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from advbench import api, runs
+from advbench.core.signals import Interrupted, StopFlag
 from advbench.defenses import build_defense
-from advbench.engine.signals import Interrupted, StopFlag
 from advbench.threat import ThreatModel
 
 TINY = dict(dataset="synthetic", model="small-cnn", epochs=2, batch_size=64, n_train=128, lr=0.05, device="cpu")

@@ -268,7 +268,7 @@ def test_ul_and_um_are_monotone_and_tl_minimises_ce_to_the_target_on_a_multiclas
 
 def test_set_options_are_typed_before_they_key_a_job():
     """``--set steps=5`` (text) and ``{"steps": 5}`` (API) are the same job: stored results are reused."""
-    from advbench.api import _suite_for
+    from advbench.api.jobs import suite_for as _suite_for
 
     cli = _suite_for(None, "pgd", {"steps": "5", "loss": "cw"})
     py = _suite_for(None, "pgd", {"steps": 5, "loss": "cw"})

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advbench.attacks.pgd import pgd_perturb, random_init
+from advbench.core.passes import frozen
 from advbench.defenses import DEFENSES, StepContext, build_defense
 from advbench.defenses._common import per_sample_kl, trades_kl_attack, trades_objective
 from advbench.defenses.awp import AWP_DEFAULTS
@@ -32,7 +33,6 @@ from advbench.defenses.sat import (
     sat_lambda,
     top_hessian_eigenvalue,
 )
-from advbench.engine.passes import frozen
 from advbench.errors import UserError
 from advbench.threat import ThreatModel
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+from advbench.core.passes import PassCounter
 from advbench.defenses import DEFENSES, StepContext, build_defense
-from advbench.engine.passes import PassCounter
 from advbench.errors import UserError
 from advbench.threat import ThreatModel
 
@@ -163,7 +163,7 @@ def test_free_at_perturbation_survives_an_interrupted_run(tmp_path):
     """Interrupt mid-epoch and resume: the persistent δ comes back from the checkpoint, so the weights equal an
     uninterrupted run's (they would not if δ restarted from zero)."""
     from advbench import api
-    from advbench.engine.signals import Interrupted, StopFlag
+    from advbench.core.signals import Interrupted, StopFlag
 
     common = dict(TINY_RUN, n_train=96, lr=0.05, defense="free-at", settings={**TINY, "replay_m": 2})
     ref_dir, _ = api.train(out=tmp_path, name="ref", **common)

@@ -21,7 +21,7 @@ import torch.multiprocessing as mp
 from test_attacks_models import SmallNet, small_problem
 
 from advbench import api, runs
-from advbench.engine.signals import Interrupted, StopFlag
+from advbench.core.signals import Interrupted, StopFlag
 
 N, BS = 64, 22  # global batches of 22, 22, 20 images: rank 0 takes 0 and 2, rank 1 takes 1
 PGD = {"suite": "pgd-lite", "n_eval": N, "batch_size": BS, "eps": "8/255", "device": "cpu"}

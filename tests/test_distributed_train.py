@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from advbench import api, runs
-from advbench.engine.signals import Interrupted, StopFlag
+from advbench.core.signals import Interrupted, StopFlag
 
 COMMON: dict[str, Any] = {"dataset": "synthetic", "model": "small-cnn", "device": "cpu", "eps": "8/255"}
 DATA = {"data.n_train": 1300, "data.n_test": 100, "model.width": 8}
@@ -81,8 +81,8 @@ def smoke_jobs() -> list[dict[str, Any]]:
 def _worker(spec_file: str) -> None:
     import torch.distributed as dist
 
+    from advbench.core.optim import max_param_difference
     from advbench.engine import train as train_mod
-    from advbench.engine.optim import max_param_difference
 
     torch.set_num_threads(1)
     spec = json.loads(Path(spec_file).read_text())
@@ -298,7 +298,7 @@ def test_torchrun_echo_of_a_ctrl_c_does_not_abort(monkeypatch):
     import signal
     import time
 
-    from advbench.engine.signals import stop_on_signals
+    from advbench.core.signals import stop_on_signals
 
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")  # set by torchrun in its workers
     flag = StopFlag()

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from advbench import api, runs
-from advbench.engine.signals import Interrupted, StopFlag
+from advbench.core.signals import Interrupted, StopFlag
 from advbench.errors import UserError
 
 TINY = dict(dataset="synthetic", model="small-cnn", epochs=2, batch_size=64, n_train=192, lr=0.05,

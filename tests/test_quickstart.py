@@ -4,7 +4,7 @@ standard run), is attacked and reported; a second call reuses the finished runs.
 from __future__ import annotations
 
 from advbench import runs
-from advbench.quickstart import QUICKSTART, run_quickstart
+from advbench.api.quickstart import QUICKSTART, run_quickstart
 
 
 def test_quickstart_trains_attacks_and_reports_every_defense(tmp_path):

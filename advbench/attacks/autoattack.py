@@ -317,7 +317,6 @@ class AutoAttackOptions:
 class AutoAttackAttack(AutoAttackBase):
     """The AutoAttack ensemble: components in sequence on still-robust points, worst case per sample."""
 
-    name = "autoattack"
     Options = AutoAttackOptions
 
     def settings(self) -> dict[str, Any]:
@@ -340,7 +339,7 @@ class ComponentOptions:
 def _component(name: str, help_text: str) -> type[AutoAttackBase]:
     cls = type(f"AA_{name.replace('-', '_')}", (AutoAttackBase,), {
         "__doc__": f"AutoAttack's {name} run alone with the standard version's settings.",
-        "name": name, "component": name, "Options": ComponentOptions})
+        "component": name, "Options": ComponentOptions})
     ATTACKS.add(name, cls, help_text)
     return cls
 
@@ -373,7 +372,6 @@ class SquareOptions:
 class SquareAttack(AutoAttackBase):
     """Random-search score-based attack on the margin loss; only model outputs are used."""
 
-    name = "square"
     kind = "black-box"
     component = "square"
     Options = SquareOptions

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from advbench.config import apply_overrides, config_to_dict
-from advbench.engine.passes import PassCounter, frozen
+from advbench.core.passes import PassCounter, frozen
 from advbench.registry import Registry
 from advbench.threat import ThreatModel
 

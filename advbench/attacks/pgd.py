@@ -242,7 +242,6 @@ def run_pgd_options(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: 
 class PGD(Attack):
     """Projected gradient ascent on a per-sample loss (Madry et al. 2018)."""
 
-    name = "pgd"
     Options = PGDOptions
 
     def perturb(self, model, x, y, generator=None):
@@ -274,7 +273,6 @@ class CWInfOptions:
 class CWInf(Attack):
     """PGD ascent of -clamp(margin + kappa, 0): the gradient vanishes once the margin is below -kappa."""
 
-    name = "cw-inf"
     Options = CWInfOptions
 
     def perturb(self, model, x, y, generator=None):
@@ -296,7 +294,6 @@ class FGSMOptions:
 class FGSM(Attack):
     """x + eps·sign(∇x CE) (Goodfellow et al. 2015), clipped to [0, 1]."""
 
-    name = "fgsm"
     Options = FGSMOptions
 
     def perturb(self, model, x, y, generator=None):

@@ -132,7 +132,6 @@ class RaySOptions:
 class RayS(Attack):
     """Hard-label black-box attack; records each sample's Linf distance to the decision boundary."""
 
-    name = "rays"
     kind = "black-box"
     Options = RaySOptions
 

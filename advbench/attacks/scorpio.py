@@ -60,7 +60,6 @@ class _ScorpioPGD(Attack):
 class ScorpioUL(_ScorpioPGD):
     """Untargeted loss: max CE to the true label."""
 
-    name = "scorpio-ul"
     loss = "ce"
     random_target = False
 
@@ -69,7 +68,6 @@ class ScorpioUL(_ScorpioPGD):
 class ScorpioTL(_ScorpioPGD):
     """Targeted loss: min CE to a random wrong class."""
 
-    name = "scorpio-tl"
     loss = "ce"
     random_target = True
 
@@ -78,7 +76,6 @@ class ScorpioTL(_ScorpioPGD):
 class ScorpioUM(_ScorpioPGD):
     """Untargeted margin: min M(x + delta, y)."""
 
-    name = "scorpio-um"
     loss = "log-margin"
     random_target = False
 
@@ -87,6 +84,5 @@ class ScorpioUM(_ScorpioPGD):
 class ScorpioTM(_ScorpioPGD):
     """Targeted margin: max M(x + delta, r)."""
 
-    name = "scorpio-tm"
     loss = "log-margin"
     random_target = True

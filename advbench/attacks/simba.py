@@ -168,7 +168,6 @@ class SimBAOptions:
 class SimBA(Attack):
     """Simple black-box attack on the true-class probability (Guo et al. 2019)."""
 
-    name = "simba"
     kind = "black-box"
     Options = SimBAOptions
 

@@ -16,7 +16,7 @@ import torch
 
 from advbench.attacks.base import ATTACKS, Attack, Perturbation
 from advbench.attacks.pgd import PGDOptions, pgd_perturb, run_pgd_options
-from advbench.engine.passes import PassCounter, frozen
+from advbench.core.passes import PassCounter, frozen
 from advbench.errors import UserError
 
 
@@ -46,7 +46,6 @@ class TransferOptions:
 class Transfer(Attack):
     """Adversarial examples of a source model, evaluated on the target (x, y unchanged)."""
 
-    name = "transfer"
     kind = "black-box"
     needs = ("source_model",)
     Options = TransferOptions

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advbench.attacks.pgd import ascent_step
-from advbench.engine.passes import module_mode  # noqa: F401  (re-exported for the defenses)
+from advbench.core.passes import module_mode  # noqa: F401  (re-exported for the defenses)
 from advbench.errors import UserError
 from advbench.threat import ThreatModel
 
@@ -156,7 +156,7 @@ class PerSampleStore:
         idx = idx.detach().long().cpu()
         self._grow(int(idx.max()) + 1 if idx.numel() else 0)
         self.values[idx] = values.detach().to(self.values.dtype).cpu()
-        from advbench.engine.distributed import is_distributed
+        from advbench.core.distributed import is_distributed
 
         if is_distributed():
             self._touched.append(idx)
@@ -166,7 +166,7 @@ class PerSampleStore:
 
         Within an epoch each sample belongs to exactly one rank's part of one batch, so the updates of
         different ranks never touch the same index between two syncs at epoch boundaries."""
-        from advbench.engine import distributed
+        from advbench.core import distributed
 
         touched = torch.cat(self._touched) if self._touched else torch.empty(0, dtype=torch.long)
         self._touched = []

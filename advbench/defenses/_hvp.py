@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advbench.engine.passes import module_mode  # noqa: F401  (re-exported for the defenses)
+from advbench.core.passes import module_mode  # noqa: F401  (re-exported for the defenses)
 
 #: per-sample loss of (model output, labels) -> [B]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

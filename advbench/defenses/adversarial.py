@@ -8,8 +8,8 @@ from typing import Literal
 import torch.nn.functional as F
 
 from advbench.attacks.pgd import pgd_perturb
+from advbench.core.passes import frozen
 from advbench.defenses.base import DEFENSES, Defense, accuracy
-from advbench.engine.passes import frozen
 
 
 @dataclass
@@ -45,7 +45,6 @@ def craft(model, x, y, threat, *, steps, step_size, init, restarts, bn_mode):
 class PGDAT(Defense):
     """min_theta E max_{||delta|| <= eps} CE(f(x + delta), y), trained on adversarial examples only."""
 
-    name = "pgd-at"
     Options = PGDATOptions
 
     @property

@@ -141,7 +141,6 @@ class TRADESAWPOptions(AWPOptions):
 class AWP(Defense):
     """min_w max_{‖v_k‖ ≤ γ‖w_k‖} base loss at w + v, one ascent step for v, x′ crafted at w."""
 
-    name = "awp"
     Options = AWPOptions
 
     @property
@@ -217,5 +216,4 @@ class AWP(Defense):
 class TRADESAWP(AWP):
     """AWP on TRADES: the ``awp`` defense with ``base = trades`` and TRADES-AWP's reference defaults."""
 
-    name = "trades-awp"
     Options = TRADESAWPOptions

@@ -31,7 +31,7 @@ class StepContext:
     num_classes: int
     idx: torch.Tensor | None = None  # dataset indices of the batch (per-sample state, e.g. MMA)
     extra: dict[str, Any] = field(default_factory=dict)
-    #: the trainer's :class:`~advbench.engine.optim.SyncedOptimizer` (AMP loss scaling, gradient averaging
+    #: the trainer's :class:`~advbench.core.optim.SyncedOptimizer` (AMP loss scaling, gradient averaging
     #: across ranks); None when a defense is driven directly (tests, benchmarks): plain backward then
     optim: Any = None
 

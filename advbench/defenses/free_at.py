@@ -45,7 +45,6 @@ class FreeATOptions:
 class FreeAT(Defense):
     """Minibatch replay with a persistent perturbation updated from the same backward as the weights."""
 
-    name = "free-at"
     Options = FreeATOptions
 
     def __init__(self, threat: ThreatModel, options: FreeATOptions | None = None, **overrides: Any) -> None:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advbench.attacks.pgd import ascent_step, random_init
+from advbench.core.passes import frozen
 from advbench.defenses._hvp import (
     LossFn,
     add_param_grads,
@@ -33,7 +34,6 @@ from advbench.defenses._hvp import (
     unit_direction,
 )
 from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy
-from advbench.engine.passes import frozen
 from advbench.errors import UserError
 from advbench.threat import ThreatModel
 
@@ -126,7 +126,6 @@ def fd_gradient_terms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, h: 
 class GradRegFD(Defense):
     """CE(x) + (λ/2)·mean_i ((ℓ_i(x + h d_i) − ℓ_i(x))/h)² (Eq. 8 with the Eq. 9 surrogate)."""
 
-    name = "grad-reg-fd"
     Options = GradRegFDOptions
 
     @property
@@ -217,7 +216,6 @@ def grad_norm_penalty(g: torch.Tensor, norm: str, lam: float, scale: str = "finl
 class GradReg(Defense):
     """CE(x) + (λ/2)·mean_i ‖∇ₓℓ_i(x)‖_q², the input gradient kept in the graph (double backprop)."""
 
-    name = "grad-reg"
     Options = GradRegOptions
     inherent_passes = (1.0, 2.0)  # forward; input-gradient backward + the double-backprop weight backward
 
@@ -292,7 +290,6 @@ def cure_regularizer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torc
 class CURE(Defense):
     """CE(x) + γ‖∇ℓ(x + hz) − ∇ℓ(x)‖₂² (paper form), differentiated through both gradients."""
 
-    name = "cure"
     Options = CUREOptions
 
     @property
@@ -389,7 +386,6 @@ def llr_inner_max(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_x: to
 class LLR(Defense):
     """ℓ(x) + λ·γ(ε, x) + μ·|δ_LLRᵀ∇ℓ(x)| with δ_LLR from an inner PGD on γ (constant), ∇ℓ(x) kept in the graph."""
 
-    name = "llr"
     Options = LLROptions
 
     @property

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from advbench.attacks.pgd import pgd_perturb
+from advbench.core.passes import frozen
 from advbench.defenses._common import check_attack, check_positive, per_sample_kl
 from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy
-from advbench.engine.passes import frozen
 
 
 @dataclass
@@ -60,7 +60,6 @@ def mart_objective(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tens
 class MART(Defense):
     """min_θ E[ BCE(f(x′), y) + β · KL(f(x) ‖ f(x′)) · (1 − f_y(x)) ], x′ from CE-PGD."""
 
-    name = "mart"
     Options = MARTOptions
 
     @property

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advbench.core.passes import frozen
 from advbench.defenses._common import PerSampleStore, _bcast, batch_indices, check_positive, pgd_per_sample_eps
 from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy
-from advbench.engine.passes import frozen
 from advbench.errors import UserError
 
 
@@ -89,7 +89,6 @@ class MMA(Defense):
     """min_θ (1 − c)·[Σ_{correct, ε_i < margin} CE(f(x_i + δ_i*), y_i) + Σ_{wrong} CE(f(x_i), y_i)]/B
     + c·CE(f(x), y)."""
 
-    name = "mma"
     Options = MMAOptions
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

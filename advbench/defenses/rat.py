@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advbench.attacks.pgd import pgd_perturb
+from advbench.core.passes import frozen
 from advbench.defenses._common import (
     check_attack,
     check_positive,
@@ -32,7 +33,6 @@ from advbench.defenses._common import (
 )
 from advbench.defenses.awp import awp_perturbation, perturbed_forward
 from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy
-from advbench.engine.passes import frozen
 from advbench.errors import UserError
 from advbench.models import last_linear
 
@@ -182,7 +182,6 @@ class RATOptions:
 class RAT(Defense):
     """min_w E[(1 − η)·L_base + η·first + ½η·second], x′ crafted on w + u, u ~ N(0, σ²) (Eq. 3–8, App. D)."""
 
-    name = "rat"
     Options = RATOptions
 
     @property

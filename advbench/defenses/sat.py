@@ -29,6 +29,7 @@ from torch import nn
 from torch.func import functional_call
 
 from advbench.attacks.pgd import ascent_step, random_init
+from advbench.core.passes import frozen
 from advbench.defenses._common import (
     PerSampleStore,
     _bcast,
@@ -41,7 +42,6 @@ from advbench.defenses._common import (
 )
 from advbench.defenses.adversarial import craft as pgd_craft
 from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy
-from advbench.engine.passes import frozen
 from advbench.errors import UserError
 from advbench.threat import ThreatModel
 
@@ -227,7 +227,6 @@ class _Curriculum(Defense):
 class PSAT(_Curriculum):
     """min_θ E CE(f(x + δ*), y), δ* = PGD on CE stopped once ψ_P(x + δ) > λ (SAT Eq. 10, 12, Alg. 1)."""
 
-    name = "p-sat"
     Options = SATOptions
     linear_schedule = "linear-psat"
 
@@ -425,7 +424,6 @@ class HSAT(_Curriculum):
     """min_θ E CE(f(x + δ*), y), δ* = PGD whose every step moves only the λ-fraction of samples with the
     smallest ψ_H (SAT Eq. 10, 11, App. B.3)."""
 
-    name = "h-sat"
     Options = HSATOptions
     linear_schedule = "linear-hsat"
 
@@ -491,7 +489,6 @@ class DATOptions:
 class DAT(Defense):
     """min_θ E CE(f(x′), y), x′ = PGD stopped once c(x^k) = ε‖∇ℓ‖₁ − ⟨x^k − x⁰, ∇ℓ⟩ ≤ c_t (SAT Table 4)."""
 
-    name = "dat"
     Options = DATOptions
 
     @property
@@ -568,7 +565,6 @@ def soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class CAT(Defense):
     """min_θ E soft-CE(f(x + δ_i), ỹ_i), ‖δ_i‖ ≤ ε_i, ỹ_i = (1 − cε_i)·onehot(y) + cε_i·Dir(1)."""
 
-    name = "cat"
     Options = CATOptions
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advbench.core.passes import frozen
 from advbench.defenses._hvp import (
     LossFn,
     add_param_grads,
@@ -29,7 +30,6 @@ from advbench.defenses._hvp import (
     trainable,
 )
 from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy
-from advbench.engine.passes import frozen
 from advbench.errors import UserError
 from advbench.threat import ThreatModel
 
@@ -139,7 +139,6 @@ def resolve_h_r(preset: str, norm: str, scheme: str, steps: int, h: float | None
 class Scorpio(Defense):
     """ℓ(x) + r·ℓ_Q(x) with ℓ_Q = ℓ(x + v_Q) − ℓ(x) (Eq. 6), v_Q constant, no double backprop."""
 
-    name = "scorpio"
     Options = ScorpioOptions
 
     def __init__(self, threat: ThreatModel, options: ScorpioOptions | None = None, **overrides: Any) -> None:

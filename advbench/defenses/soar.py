@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from advbench.attacks.pgd import ascent_step, random_init
+from advbench.core.passes import frozen
 from advbench.defenses._hvp import (
     add_param_grads,
     autocast_off,
@@ -33,7 +34,6 @@ from advbench.defenses._hvp import (
     trainable,
 )
 from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy
-from advbench.engine.passes import frozen
 from advbench.errors import UserError
 from advbench.threat import ThreatModel
 
@@ -176,7 +176,6 @@ class SOAR(Defense):
     """ℓ(x') + λ·R(x'; z, h) (Eq. 13), the regularizer's gradient clipped on its own before the CE gradient
     is added (the paper's "clipping of 10 on the regularizer")."""
 
-    name = "soar"
     Options = SOAROptions
 
     @property
@@ -276,7 +275,6 @@ def foar_penalty(g: torch.Tensor, norm: str, reg_eps: float) -> torch.Tensor:
 class FOAR(Defense):
     """ℓ(x') + λ·ε_r‖∇ₓℓ(x')‖_q (Eq. 4 at the PGD1 point), differentiated by double backprop."""
 
-    name = "foar"
     Options = FOAROptions
 
     @property

@@ -11,7 +11,6 @@ from advbench.defenses.base import DEFENSES, Defense, accuracy
 class Standard(Defense):
     """Minimise CE(f(x), y) on clean images."""
 
-    name = "standard"
     inherent_passes = (1.0, 1.0)
 
     def loss(self, model, x, y, ctx):

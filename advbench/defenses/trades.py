@@ -8,6 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from advbench.core.passes import frozen
 from advbench.defenses._common import (
     KLReduction,
     check_attack,
@@ -17,7 +18,6 @@ from advbench.defenses._common import (
     unit_step,
 )
 from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy
-from advbench.engine.passes import frozen
 from advbench.threat import ThreatModel
 
 
@@ -56,7 +56,6 @@ def trades_craft(model: nn.Module, x: torch.Tensor, threat: ThreatModel, *, step
 class TRADES(Defense):
     """min_θ E[ CE(f(x), y) + β · max_{x′ ∈ B(x, ε)} KL(f(x) ‖ f(x′)) ]."""
 
-    name = "trades"
     Options = TRADESOptions
 
     @property

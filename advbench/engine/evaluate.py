@@ -39,11 +39,12 @@ from advbench.attacks.base import AttackContext
 from advbench.attacks.pgd import pgd_perturb
 from advbench.attacks.suites import DEFAULT_EPS
 from advbench.config import json_safe
-from advbench.engine import distributed, hygiene
-from advbench.engine.common import make_generator
-from advbench.engine.passes import frozen
-from advbench.engine.progress import NullProgress
-from advbench.engine.signals import Interrupted, StopFlag
+from advbench.core import distributed
+from advbench.core.passes import frozen
+from advbench.core.progress import NullProgress
+from advbench.core.seeding import make_generator
+from advbench.core.signals import Interrupted, StopFlag
+from advbench.engine import hygiene
 from advbench.threat import ThreatModel
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advbench.engine.passes import frozen
+from advbench.core.passes import frozen
 
 STATUSES = ("pass", "warn", "fail")
 #: the large-eps probe: Linf PGD over the whole [0, 1] box must fool (almost) everything

@@ -5,7 +5,7 @@ Order of writes at the end of an epoch (each atomic): metrics line, ``best.pt`` 
 
 Distributed (torchrun, docs/scaling.md): every rank runs this loop on its contiguous part of each
 global batch (``cfg.batch_size`` is the global batch, so steps per epoch and the LR schedule match
-one process); gradients are averaged in :class:`~advbench.engine.optim.SyncedOptimizer`; metrics and
+one process); gradients are averaged in :class:`~advbench.core.optim.SyncedOptimizer`; metrics and
 memory peaks are reduced over ranks; validation runs on rank 0 and its result is broadcast; rank 0
 alone writes the run directory; a stop request on any rank stops every rank at the same batch.
 """
@@ -28,16 +28,17 @@ from torch import nn
 
 from advbench import runs
 from advbench.config import TrainConfig, config_to_dict, lr_factor
+from advbench.core import distributed
+from advbench.core.devices import resolve_device
+from advbench.core.memory import PeakMemory
+from advbench.core.optim import SyncedOptimizer, average_buffers, broadcast_module
+from advbench.core.passes import PassCounter
+from advbench.core.progress import NullProgress
+from advbench.core.seeding import derived_seed, rng_state, seed_everything, set_rng_state
+from advbench.core.signals import Interrupted, StopFlag
 from advbench.data import DataSplits, batches, load_splits, num_batches
 from advbench.defenses import StepContext, build_defense
-from advbench.engine import distributed
-from advbench.engine.common import derived_seed, resolve_device, rng_state, seed_everything, set_rng_state
 from advbench.engine.evaluate import clean_accuracy, pgd_accuracy
-from advbench.engine.memory import PeakMemory
-from advbench.engine.optim import SyncedOptimizer, average_buffers, broadcast_module
-from advbench.engine.passes import PassCounter
-from advbench.engine.progress import NullProgress
-from advbench.engine.signals import Interrupted, StopFlag
 from advbench.errors import UserError
 from advbench.models import build_model, enable_grad_checkpointing
 from advbench.threat import ThreatModel
@@ -87,7 +88,7 @@ class Trainer:
     """Trains one run; see :func:`advbench.api.train` for the public entry point.
 
     Under ``torchrun`` every rank builds a Trainer; rank 0 alone writes to the run directory (see
-    :mod:`advbench.engine.optim` for how the ranks stay in step without a DDP wrapper).
+    :mod:`advbench.core.optim` for how the ranks stay in step without a DDP wrapper).
     """
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, *, progress: NullProgress | None = None,

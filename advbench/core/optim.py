@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from advbench.engine import distributed
+from advbench.core import distributed
 
 
 def _flat_all_reduce(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -10,7 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from advbench import api, runs
+from advbench import runs
+from advbench.api.attack import attack
+from advbench.api.report import report
+from advbench.api.train import train
 
 #: shared settings of every quickstart run
 COMMON: dict[str, Any] = {"dataset": "synthetic", "model": "small-cnn", "eps": "8/255", "norm": "linf",
@@ -58,13 +61,13 @@ def run_quickstart(out: str | Path = "runs/quickstart", epochs: int | None = Non
         if summary.get("status") == "completed":
             pass
         elif runs.is_run_dir(run_dir):
-            api.train(resume=run_dir, quiet=quiet)
+            train(resume=run_dir, quiet=quiet)
         else:
-            api.train(out=out, name=name, settings=settings, quiet=quiet, command=["advbench", "quickstart"], **cfg)
+            train(out=out, name=name, settings=settings, quiet=quiet, command=["advbench", "quickstart"], **cfg)
         if console is not None:
             console.print(f"[bold]{defense}[/bold]: attacking with the pgd-lite suite (first {n_eval} test images)")
-        api.attack(run_dir, suite="pgd-lite", n_eval=n_eval, batch_size=250, device="cpu", quiet=quiet)
+        attack(run_dir, suite="pgd-lite", n_eval=n_eval, batch_size=250, device="cpu", quiet=quiet)
         run_dirs.append(run_dir)
-    _grid, text = api.report(run_dirs, fmt="markdown")
+    _grid, text = report(run_dirs, fmt="markdown")
     minutes = (time.perf_counter() - t0) / 60
     return text + f"\nruns: {out}/ ({minutes:.1f} min). Inspect one with: advbench show {run_dirs[-1]}\n"

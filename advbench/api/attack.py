@@ -1,0 +1,53 @@
+"""``advbench attack RUN``: attack a trained run's checkpoint with a suite or one attack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from advbench import runs
+from advbench.api.jobs import eval_device, main_rank_first, run_job, suite_for, threats_for
+from advbench.api.models import load_any_run_model, load_source
+from advbench.config import TrainConfig, parse_set_options
+from advbench.core import distributed
+from advbench.data import load_splits
+from advbench.errors import UserError
+
+
+def attack(run: str | Path, *, suite: str | None = "pgd", attack: str | None = None,
+           attack_options: dict[str, Any] | list[str] | None = None, eps: str | None = None,
+           norm: str | None = None, n_eval: int = 1000, batch_size: int = 256, seed: int = 0,
+           checkpoint: str = "best", device: str = "auto", force: bool = False, quiet: bool = True,
+           stop: Any = None, batch_hook: Any = None, source: str | Path | Any = None, hygiene: bool = True,
+           attack_hook: Any = None) -> dict[str, Any]:
+    """Attack a trained run with a suite (or one ``attack``); writes and returns attacks/<suite>.json.
+
+    ``source`` (a run directory or a model) is the model transfer attacks are crafted on; ``hygiene``
+    runs the model probe behind the checks; ``attack_hook(event, **info)`` sees attack-internal
+    checkpoints (AutoAttack components).
+    """
+
+    run_dir = runs.resolve_run(run)
+    if n_eval < 1 or batch_size < 1:
+        raise UserError("--n-eval and --batch-size must be >= 1")
+    opts = parse_set_options(attack_options) if isinstance(attack_options, list) else attack_options
+    the_suite = suite_for(suite, attack, opts)
+    record = runs.read_json(run_dir / "config.json")
+    cfg = TrainConfig(**record["config"])
+    threats = threats_for(eps, norm or cfg.norm, cfg.eps)
+    dev = eval_device(device)
+    with distributed.process_group(dev):  # torchrun: each rank evaluates a shard
+        model, _ = load_any_run_model(run_dir, checkpoint, dev)
+        ckpt_epoch = None
+        if checkpoint in {"best", "last"} and record.get("kind") != "external":
+            ckpt_epoch = runs.load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt").get("epoch")
+        with main_rank_first(cfg.download):
+            splits = load_splits(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, n_train=cfg.n_train,
+                                 val_size=cfg.val_size, split_seed=cfg.split_seed, n_test=n_eval,
+                                 options=cfg.dataset_options)
+        source_model, source_desc = load_source(source, dev)
+        return run_job(model, splits.test, the_suite=the_suite, threats=threats, n_eval=n_eval,
+                        batch_size=batch_size, seed=seed,
+                        described={"run": run_dir.name, "checkpoint": checkpoint, "epoch": ckpt_epoch},
+                        out_dir=run_dir, dev=dev, source_model=source_model, source_desc=source_desc, hygiene=hygiene,
+                        force=force, quiet=quiet, stop=stop, batch_hook=batch_hook, attack_hook=attack_hook)

@@ -1,0 +1,94 @@
+"""``advbench report``: the comparison grid of stored results, or a paper grid with published numbers beside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from advbench import runs
+from advbench.errors import UserError
+from advbench.registry import closest
+from advbench.report import FORMATS, comparison_grid, load_frame, render
+from advbench.report.html import html_page
+from advbench.report.paper_grids import (
+    PAPER_FORMATS,
+    build_paper_grid,
+    display_frame,
+    parse_grid_spec,
+    render_paper_grid,
+)
+from advbench.report.plots import write_plots
+
+
+def report(paths: list[str | Path], *, fmt: str = "markdown", suite: str | None = None,
+           output: str | Path | None = None, grid: str | None = None, paper: bool = False,
+           plots: str | Path | None = None) -> tuple[Any, str]:
+    """Build the comparison grid of the runs under ``paths``; returns (grid DataFrame, rendered text).
+
+    ``grid="soar:table1"`` lays the runs out as that paper table (``paper``: published numbers beside);
+    ``plots``: a directory for PNG plots (embedded in ``fmt="html"``).
+    """
+    if grid or paper or plots or fmt == "html":
+        return _paper_report(paths, fmt=fmt, suite=suite, output=output, grid=grid, paper=paper, plots=plots)
+
+    if fmt not in FORMATS:
+        hint = closest(fmt, list(FORMATS))
+        raise UserError(f"unknown format '{fmt}'" + (f"; did you mean {hint[0]!r}?" if hint else
+                                                      f"; choose one of {', '.join(FORMATS)}"))
+    frame = load_frame(list(paths))
+    if frame.empty:
+        raise UserError(f"no attack results under {', '.join(map(str, paths))}; run 'advbench attack RUN' first")
+    grid = comparison_grid(frame, suite)
+    caption = _caption(frame)
+    text = render(grid, fmt, caption, frame)
+    if output:
+        with runs.atomic_path(output) as tmp:
+            tmp.write_text(text)
+    return grid, text
+
+
+def _caption(frame: Any) -> str:
+    parts = []
+    for col, name in (("dataset", "dataset"), ("model", "model"), ("suite", "suite")):
+        vals = sorted(map(str, frame[col].dropna().unique()))
+        parts.append(f"{name}: {', '.join(vals)}")
+    eps = sorted({f"{n} {e}" for n, e in zip(frame["norm"], frame["eps"], strict=True) if isinstance(e, str) and e})
+    parts.append(f"threat: {', '.join(eps)}")
+    parts.append(f"n-eval: {', '.join(map(str, sorted(frame['n'].unique())))} (first N test images)")
+    return "Accuracy (%) — " + "; ".join(parts) + "; mean ± std over seeds"
+
+
+def _paper_report(paths: list[str | Path], *, fmt: str, suite: str | None, output: str | Path | None,
+                  grid: str | None, paper: bool, plots: str | Path | None) -> tuple[Any, str]:
+    """Report with a paper grid (``--grid``), published numbers (``--paper``), plots or html."""
+
+    if fmt not in PAPER_FORMATS:
+        hint = closest(fmt, list(PAPER_FORMATS))
+        raise UserError(f"unknown format '{fmt}'" + (f"; did you mean {hint[0]!r}?" if hint else
+                                                      f"; choose one of {', '.join(PAPER_FORMATS)}"))
+    if paper and not grid:
+        raise UserError("--paper needs --grid PAPER:TABLE (e.g. --grid soar:table1); see 'advbench reproduce --list'")
+    frame = load_frame(list(paths))
+    if suite is not None and not frame.empty:
+        frame = frame[frame["suite"] == suite]
+    if frame.empty and not grid:
+        raise UserError(f"no attack results under {', '.join(map(str, paths))}; run 'advbench attack RUN' first")
+    pngs: list[Path] = []
+    if plots or (fmt == "html" and output):  # html to stdout embeds plots only when --plots names a directory
+
+        plot_dir = Path(plots) if plots else Path(output).parent / "plots"
+        if not frame.empty:
+            pngs = write_plots(frame, plot_dir)
+    if grid:
+        pg = build_paper_grid(frame, *parse_grid_spec(grid))
+        text = render_paper_grid(pg, fmt, paper=paper, plots=pngs)
+        table = display_frame(pg, paper=paper, bold="")
+    else:
+
+        table = comparison_grid(frame, suite)
+        text = html_page(_caption(frame), table, [], pngs) if fmt == "html" else render(table, fmt, _caption(frame),
+                                                                                         frame)
+    if output:
+        with runs.atomic_path(output) as tmp:
+            tmp.write_text(text)
+    return table, text

@@ -1,0 +1,110 @@
+"""The Typer application, its global options, and the entry point that turns a UserError into one line and
+exit code 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from advbench.errors import UserError
+
+app = typer.Typer(
+    name="advbench",
+    help="Train, attack and compare adversarially robust image classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+STATE = {"debug": False}
+
+
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Extra option KEY=VALUE (repeatable), typed and validated: defense options (beta=6), "
+    "train options (momentum=0.9), model.KEY, data.KEY.", show_default=False)]
+
+
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 160  # pipes and logs: wide enough that tables are not truncated
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    """advbench: one place to train defenses, attack them honestly and compare them as papers do."""
+    STATE["debug"] = debug
+
+
+def _click_exceptions():
+    """Click's exception classes: typer >= 0.2x vendors click as ``typer._click``; older typer uses click."""
+    try:
+        from typer._click import exceptions as exc_mod  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - older typer
+        from click import exceptions as exc_mod
+    exit_cls = getattr(exc_mod, "Exit", typer.Exit)
+    abort_cls = getattr(exc_mod, "Abort", typer.Abort)
+    return exc_mod.UsageError, exit_cls, abort_cls
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one line and exit 2 for user errors; 130 after a clean interrupt."""
+    from advbench.core.signals import Interrupted
+
+    usage_error, exit_error, abort_error = _click_exceptions()
+
+    command = typer.main.get_command(app)
+    args = list(sys.argv[1:] if argv is None else argv)
+    STATE["argv"] = args  # `train --nproc` relaunches this command line under torchrun
+    debug = "--debug" in args
+    err = console(stderr=True)
+    try:
+        # with standalone_mode=False click returns (not raises) the code of a typer.Exit raised by a command
+        result = command.main(args=args, prog_name="advbench", standalone_mode=False)
+    except exit_error as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except abort_error:
+        err.print("aborted")
+        return 130
+    except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `advbench`: show the help
+            sys.stdout.write(exc.format_message() + "\n")
+            return 0
+        if debug:
+            raise
+        where = f"advbench {exc.ctx.command_path.split(' ', 1)[1]} --help" if exc.ctx and " " in exc.ctx.command_path \
+            else "advbench --help"
+        err.print(f"error: {exc.format_message()} (see {where})", markup=False)
+        return 2
+    except UserError as exc:
+        if debug:
+            raise
+        err.print(f"error: {exc}", markup=False)
+        return exc.exit_code
+    except Interrupted as exc:
+        where = f"; resume with: advbench train --resume {exc.run_dir}" if exc.run_dir else ""
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; rank 0 says so
+            err.print(f"interrupted: {exc}; state saved{where}", markup=False)
+        return 130
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        return 130
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

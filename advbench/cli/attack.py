@@ -1,0 +1,139 @@
+"""``advbench attack``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from advbench.cli.app import STATE, QuietOpt, SetOpt, app, console
+from advbench.cli.launch import run_torchrun
+from advbench.errors import UserError
+
+
+@app.command()
+def attack(
+    ctx: typer.Context,
+    run: Annotated[Optional[Path], typer.Argument(help="Run directory to attack (or use --model-module).",
+                                                  show_default=False)] = None,
+    suite: Annotated[str, typer.Option(help="Attack suite (advbench list suites).")] = "pgd",
+    attack_: Annotated[Optional[str], typer.Option("--attack", help="Run a single attack instead of a suite; "
+                                                   "its options via --set.")] = None,
+    eps: Annotated[Optional[str], typer.Option(help="Eps or comma list (4/255,8/255) [default: the run's eps; "
+                                               "8/255 with --model-module].")] = None,
+    norm: Annotated[Optional[str], typer.Option(help="linf or l2 [default: the run's norm; linf].")] = None,
+    n_eval: Annotated[int, typer.Option(help="Evaluate the first N test images, in order.")] = 1000,
+    batch_size: Annotated[int, typer.Option(help="Attack batch size.")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of random starts (fixed, recorded).")] = 0,
+    checkpoint: Annotated[Optional[str], typer.Option(help="best, last or a checkpoint file [default: best]; with "
+                                                      "--model-module a state-dict file.")] = None,
+    model_module: Annotated[Optional[str], typer.Option(
+        "--model-module", help="Attack any model: pkg.module:factory or path/to/file.py:factory returning an "
+        "nn.Module that takes [0, 1] inputs and returns logits (use with --dataset, --checkpoint, --out). This "
+        "IMPORTS AND RUNS that code: name only code you trust. The working directory is not searched; give a "
+        "file path for a module there.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset for --model-module (its test split).")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="Dataset root for --model-module.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Results directory for --model-module "
+                                                "[default: runs/<factory>].")] = None,
+    source: Annotated[Optional[Path], typer.Option(help="Run whose model transfer attacks are crafted on "
+                                                   "(suite blackbox, --attack transfer).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    force: Annotated[bool, typer.Option(help="Recompute even if the same evaluation is stored.")] = False,
+    nproc: Annotated[int, typer.Option(help="Shard the evaluation over N processes on this machine (relaunches "
+                                       "through torchrun; one GPU each with --device cuda). Same per-sample "
+                                       "results as 1 process.")] = 1,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Attack a trained run (or any model); writes attacks/SUITE.json with per-sample results and checks.
+
+    Under torchrun (torchrun --nproc-per-node N -m advbench attack ...) or with --nproc N, each process
+    evaluates a shard of the batches and rank 0 writes the merged result.
+    """
+
+    from advbench import api
+
+    if nproc != 1:
+        raise typer.Exit(_relaunch_attack(ctx, nproc))
+    if norm is not None:
+        from advbench.threat import parse_norm
+
+        norm = parse_norm(norm)
+    common = {"suite": suite, "attack": attack_, "attack_options": set_ or [], "eps": eps, "n_eval": n_eval,
+              "batch_size": batch_size, "seed": seed, "device": device, "force": force, "quiet": quiet,
+              "source": source}
+    if model_module is not None:
+        if run is not None:
+            raise UserError("give either a RUN directory or --model-module, not both")
+        if not dataset:
+            raise UserError("--model-module needs --dataset NAME (advbench list datasets)")
+        from advbench.api.jobs import slug
+
+        where = out or Path("runs") / slug(model_module.split(":")[-1])
+        result = api.evaluate(model_module, dataset=dataset, data_dir=data_dir, norm=norm or "linf", out=where,
+                              checkpoint=checkpoint, **{**common, "eps": eps or "8/255"})
+        target = where
+    else:
+        if run is None:
+            raise UserError("missing RUN directory; give a run to attack, or --model-module pkg.module:factory")
+        for flag, value in (("--dataset", dataset), ("--data-dir", data_dir), ("--out", out)):
+            if value is not None:
+                raise UserError(f"{flag} applies to --model-module; a run attacks its own test set and writes to "
+                                "RUN/attacks/")
+        result = api.attack(run, norm=norm, checkpoint=checkpoint or "best", **common)
+        target = run
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank has the result; rank 0 prints it
+        _print_attack_result(result, target)
+
+
+def _relaunch_attack(ctx: typer.Context, nproc: int) -> int:
+    """Run this ``attack`` command (without ``--nproc``) as ``nproc`` torchrun processes on this machine; their
+    exit code. The command line is rebuilt from the parsed options (also when called as ``main([...])``)."""
+    args: list[str] = ["--debug"] if STATE["debug"] else []
+    args.append(ctx.info_name or "attack")
+    positional: list[str] = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name in {"nproc", "ctx"} or value is None:
+            continue
+        if param.param_type_name == "argument":
+            positional.append(str(value))
+        elif param.param_type_name == "option":
+            if param.is_flag:
+                if value != param.default:
+                    args.append(param.opts[0] if value else (param.secondary_opts or param.opts)[0])
+            elif param.multiple:
+                for item in value:
+                    args += [param.opts[0], str(item)]
+            elif value != param.default:
+                args += [param.opts[0], str(value)]
+    return run_torchrun(nproc, [*args, *positional])
+
+
+def _print_attack_result(result: dict, target: Path) -> None:
+    con = console()
+    from rich.table import Table
+
+    table = Table(title=f"{result['suite']} on {target} (first {result['n_eval']} test images)")
+    table.add_column("attack")
+    table.add_column("eps")
+    table.add_column("accuracy", justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_row("Clean", "", f"{100 * result['clean']['accuracy']:.2f}%", "")
+    for r in result["results"]:
+        table.add_row(r["label"], f"{r['norm']} {r['eps']}", f"{100 * r['accuracy']:.2f}%", f"{r['seconds']:.1f}")
+    for r in result["robust"]:
+        table.add_row("Worst case", f"{r['norm']} {r['eps']}", f"{100 * r['accuracy']:.2f}%", "")
+    con.print(table)
+    for s in result.get("skipped", []):
+        con.print(f"skipped {s['label']}: {s['reason']}", markup=False)
+    checks = result.get("checks") or {}
+    if checks:
+        bad = [c for c in checks["checks"] if c["status"] != "pass"]
+        con.print(f"checks: {checks['status']}" + ("" if bad else f" ({len(checks['checks'])} checks)"), markup=False)
+        for c in bad:
+            con.print(f"  {c['status']}: {c['name']}: {c['message']}", markup=False)
+    con.print(f"results: {Path(target) / 'attacks' / (result['suite'] + '.json')}")

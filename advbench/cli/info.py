@@ -1,0 +1,104 @@
+"""``advbench list``, ``advbench show`` and ``advbench quickstart``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from advbench.cli.app import QuietOpt, app, console
+from advbench.errors import UserError
+
+
+@app.command("list")
+def list_(
+    what: Annotated[str, typer.Argument(help="defenses, attacks, suites, datasets or models.")],
+) -> None:
+    """List registered defenses, attacks, suites, datasets or models."""
+    from rich.table import Table
+
+    kinds = ("defenses", "attacks", "suites", "datasets", "models")
+    key = what.lower()
+    if key not in kinds:
+        from advbench.registry import unknown_name_message
+
+        raise UserError(unknown_name_message("list", what, list(kinds)))
+    table = Table(title=key)
+    table.add_column("name")
+    table.add_column("description")
+    for name, desc in _registry_rows(key):
+        table.add_row(name, desc)
+    console().print(table)
+
+
+def _registry_rows(key: str) -> list[tuple[str, str]]:
+    if key == "defenses":
+        from advbench.defenses import DEFENSES as reg
+    elif key == "attacks":
+        from advbench.attacks import ATTACKS as reg
+    elif key == "suites":
+        from advbench.attacks import SUITES as reg
+
+        return [(n, reg.get(n).description + " — " + ", ".join(e.label for e in reg.get(n).entries))
+                for n in reg.names()]
+    elif key == "datasets":
+        from advbench.data import DATASETS as reg
+    else:
+        from advbench.models import MODELS as reg
+    return [(n, reg.help(n)) for n in reg.names()]
+
+
+@app.command()
+def show(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
+    """Show a run: config, per-epoch metrics, attack results."""
+    from rich.table import Table
+
+    from advbench import runs
+
+    run_dir = runs.resolve_run(run)
+    record = runs.read_json(run_dir / "config.json")
+    cfg = record["config"]
+    con = console()
+    summary = runs.read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+    con.print(f"[bold]{run_dir}[/bold]  status: {summary.get('status', '?')}")
+    con.print(f"{cfg['defense']} on {cfg['dataset']} / {cfg['model']}, {cfg['norm']} eps {cfg['eps']}, "
+              f"seed {cfg['seed']}, {cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']}")
+    if cfg.get("defense_options"):
+        con.print("defense options: " + ", ".join(f"{k}={v}" for k, v in cfg["defense_options"].items()))
+    if record.get("command"):
+        con.print(f"command: {record['command']}")
+    metrics = runs.read_jsonl(run_dir / "metrics.jsonl")
+    if metrics:
+        t = Table(title="epochs")
+        names = {"loss": "loss", "acc": "train acc", "adv_acc": "train adv", "val_clean_acc": "val clean",
+                 "val_robust_acc": "val robust", "train_seconds": "s/epoch", "forward_passes": "fwd/step",
+                 "backward_passes": "bwd/step"}
+        cols = [c for c in names if c in metrics[-1]]
+        t.add_column("epoch")
+        for c in cols:
+            t.add_column(names[c], justify="right")
+        for m in metrics:
+            t.add_row(str(m["epoch"] + 1), *[
+                (f"{100 * m[c]:.2f}%" if c.endswith("acc") else f"{m[c]:.3g}") if c in m else "" for c in cols])
+        con.print(t)
+    for f in sorted((run_dir / "attacks").glob("*.json")) if (run_dir / "attacks").is_dir() else []:
+        res = runs.read_json(f)
+        line = ", ".join(f"{r['label']} {100 * r['accuracy']:.2f}%" for r in res["results"])
+        con.print(f"attacks/{f.name}: clean {100 * res['clean']['accuracy']:.2f}%, {line} "
+                  f"(n={res['n_eval']})")
+
+
+@app.command()
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Runs directory.")] = Path("runs/quickstart"),
+    epochs: Annotated[Optional[int], typer.Option(help="Override the epochs of every defense.")] = None,
+    n_eval: Annotated[int, typer.Option(help="Test images attacked.")] = 500,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the quickstart defenses on the embedded synthetic dataset, attack them, print the report."""
+    from advbench.api.quickstart import run_quickstart
+
+    text = run_quickstart(out=out, epochs=epochs, n_eval=n_eval, quiet=quiet, console=console())
+    sys.stdout.write(text)

@@ -1,0 +1,90 @@
+"""``advbench report`` and ``advbench reproduce``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from advbench.cli.app import QuietOpt, app, console
+from advbench.errors import UserError
+
+
+@app.command()
+def report(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Run directories or a parent directory.")] = None,
+    format_: Annotated[str, typer.Option("--format", "-f", help="markdown, csv, latex, json or html.")] = "markdown",
+    suite: Annotated[Optional[str], typer.Option(help="Only this suite.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to FILE instead of stdout.")] = None,
+    grid: Annotated[Optional[str], typer.Option(help="Lay runs out as a paper table, PAPER:TABLE (soar:table1); "
+                                                "see 'advbench reproduce --list'.")] = None,
+    paper: Annotated[bool, typer.Option("--paper", help="With --grid: published number (and difference) beside "
+                                        "each measured one.")] = False,
+    plots: Annotated[Optional[Path], typer.Option(help="Write PNG plots (robust acc vs eps, training curves, "
+                                                  "cost vs robustness) into this directory.")] = None,
+) -> None:
+    """Compare runs: rows = defenses, columns = clean + attacks + worst case, mean ± std over seeds.
+
+    Formats: markdown, csv, latex, json, html (standalone page with plots)."""
+    from advbench import api
+
+    _grid, text = api.report(paths or [Path("runs")], fmt=format_, suite=suite, output=output, grid=grid,
+                             paper=paper, plots=plots)
+    if output:
+        console().print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def reproduce(
+    paper: Annotated[Optional[str], typer.Argument(help="Paper: soar, scorpio, randomized-at, gradient-reg, sat.",
+                                                   show_default=False)] = None,
+    table: Annotated[Optional[str], typer.Option("--table", "-t", help="Table as printed: 1, 2a, ...")] = None,
+    scale: Annotated[str, typer.Option(help="smoke (minutes on a CPU; synthetic data when the paper's is not on "
+                                       "disk) or paper (the paper's recipe).")] = "smoke",
+    list_tables: Annotated[bool, typer.Option("--list", help="List every table of every paper with its "
+                                              "status.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (train / resume / done) and "
+                                          "exit.")] = False,
+    jobs: Annotated[int, typer.Option(help="Independent runs trained concurrently (processes).")] = 1,
+    threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads per process [default: torch's]; keep "
+                                                   "jobs x threads <= free cores (1 on a busy machine).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Override the dataset (either scale).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Override the model (either scale).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Comma list of seeds [default: the recipe's].")] = None,
+    out: Annotated[Path, typer.Option(help="Runs directory (runs go to OUT/PAPER-tableN-SCALE/).")] = Path("runs"),
+    format_: Annotated[str, typer.Option("--format", "-f", help="markdown, latex, csv, json or html.")] = "markdown",
+    paper_numbers: Annotated[bool, typer.Option("--paper/--no-paper", help="Published numbers beside.")] = True,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the grid to FILE.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Reproduce a paper table: plan its runs, skip finished ones, train + attack the rest, render the grid."""
+    if list_tables or paper is None:
+        from rich.table import Table
+
+        from advbench.papers.recipes import all_tables
+
+        t = Table(title="paper tables (advbench reproduce PAPER --table N)")
+        for col in ("paper", "table", "status", "detail"):
+            t.add_column(col)
+        for p, tab, status, detail in all_tables():
+            t.add_row(p, tab, status, detail)
+        console().print(t)
+        return
+    if table is None:
+        raise UserError(f"missing --table; list the tables of {paper} with 'advbench reproduce --list'")
+    from advbench import api
+
+    seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+    con = console(stderr=True)
+    _obj, text = api.reproduce(paper, table, scale=scale, out=out, dataset=dataset, model=model, seeds=seed_list,
+                               dry_run=dry_run, jobs=jobs, fmt=format_, show_paper=paper_numbers, device=device,
+                               quiet=quiet, output=output, log=lambda m: con.print(m, markup=False), threads=threads)
+    if output and not dry_run:
+        console().print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
