@@ -8,6 +8,7 @@ from advbench.api.evaluate import evaluate
 from advbench.api.models import load_model_module
 from advbench.api.report import report
 from advbench.api.reproduce import reproduce
-from advbench.api.train import make_train_config, train
+from advbench.api.train import train
+from advbench.resolve import make_train_config
 
 __all__ = ["attack", "evaluate", "load_model_module", "make_train_config", "report", "reproduce", "train"]

@@ -142,6 +142,8 @@ class _BatchState:
 class AutoAttackBase(Attack):
     """Shared engine of ``autoattack`` and its single components (``apgd-ce``, ``apgd-t``, ``fab-t``, ``square``)."""
 
+    expensive = True
+
     component: ClassVar[str | None] = None
 
     def settings(self) -> dict[str, Any]:

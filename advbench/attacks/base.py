@@ -93,10 +93,13 @@ class Attack:
     ``needs`` names context resources the attack cannot run without (``source_model`` for transfer).
     """
 
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = ""  # set by ATTACKS.register
     Options: ClassVar[type] = NoOptions
     kind: ClassVar[AttackKind] = "white-box"
     needs: ClassVar[tuple[str, ...]] = ()
+    #: costs far more than a PGD-20 per image (AutoAttack and its components, query-based and minimum-distance
+    #: attacks): shortened evaluations (smoke scale) run it on fewer images
+    expensive: ClassVar[bool] = False
 
     def __init__(self, threat: ThreatModel, options: Any | None = None, **overrides: Any) -> None:
         self.threat = threat

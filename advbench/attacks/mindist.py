@@ -138,6 +138,8 @@ def default_eps_max(norm: str) -> float:
 class MinDist(Attack):
     """Per-sample minimum adversarial distance in the threat's norm; correct at eps iff distance > eps."""
 
+    expensive = True
+
     Options = MinDistOptions
 
     def perturb_ex(self, model, x, y, generator=None):

@@ -132,6 +132,8 @@ class RaySOptions:
 class RayS(Attack):
     """Hard-label black-box attack; records each sample's Linf distance to the decision boundary."""
 
+    expensive = True
+
     kind = "black-box"
     Options = RaySOptions
 

@@ -168,6 +168,8 @@ class SimBAOptions:
 class SimBA(Attack):
     """Simple black-box attack on the true-class probability (Guo et al. 2019)."""
 
+    expensive = True
+
     kind = "black-box"
     Options = SimBAOptions
 

@@ -141,6 +141,13 @@ class TRADESAWPOptions(AWPOptions):
 class AWP(Defense):
     """min_w max_{‖v_k‖ ≤ γ‖w_k‖} base loss at w + v, one ascent step for v, x′ crafted at w."""
 
+    epoch_options = ("warmup_epochs",)
+
+    @classmethod
+    def smoke_low_lr(cls, options: dict[str, Any]) -> bool:
+        return options.get("base") == "trades"  # AWP on a TRADES base
+
+
     Options = AWPOptions
 
     @property
@@ -215,5 +222,10 @@ class AWP(Defense):
 @DEFENSES.register("trades-awp", help="TRADES-AWP: adversarial weight perturbation on TRADES (Wu et al. 2020)")
 class TRADESAWP(AWP):
     """AWP on TRADES: the ``awp`` defense with ``base = trades`` and TRADES-AWP's reference defaults."""
+
+    @classmethod
+    def smoke_low_lr(cls, options: dict[str, Any]) -> bool:
+        return True
+
 
     Options = TRADESAWPOptions

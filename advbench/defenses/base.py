@@ -77,12 +77,32 @@ class NoOptions:
 
 
 class Defense:
-    """Base class of every defense; subclasses set ``name``, ``Options`` and implement :meth:`loss`."""
+    """Base class of every defense; subclasses set ``Options`` and implement :meth:`loss`.
 
-    name: ClassVar[str] = ""
+    Facts about one defense live on its class (read through the registry), never in name lists elsewhere:
+    ``name`` (set by the registration), ``inherent_passes``, ``double_backward``, ``default_select``,
+    ``epoch_options`` and :meth:`smoke_low_lr`.
+    """
+
+    name: ClassVar[str] = ""  # set by DEFENSES.register
     Options: ClassVar[type] = NoOptions
     #: forward and backward passes per step the method inherently needs (for the cost benchmark)
     inherent_passes: ClassVar[tuple[float, float] | None] = None
+    #: the loss differentiates through an input or weight gradient (``create_graph=True``); torch.compile
+    #: cannot train such a loss, so ``--compile`` is refused for it
+    double_backward: ClassVar[bool] = False
+    #: checkpoint selection under ``select=auto``: ``val-robust`` (validation robust accuracy) for a defense;
+    #: ``val-clean`` where the most robust epoch is meaningless (standard training: the untrained one)
+    default_select: ClassVar[str] = "val-robust"
+    #: options measured in epochs (curricula, warm-ups): a shortened schedule scales them by its epoch ratio
+    epoch_options: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def smoke_low_lr(cls, options: dict[str, Any]) -> bool:
+        """True when the loss adds a heavily weighted regularizer to the CE (TRADES family, input-gradient
+        regularizers): the smoke scale fine-tunes such a row at its lower ``lr_reg``, since at the plain
+        fine-tuning lr the regularizer wipes out much of the base model's accuracy in the first epoch."""
+        return False
 
     def __init__(self, threat: ThreatModel, options: Any | None = None, **overrides: Any) -> None:
         self.threat = threat

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -126,6 +126,11 @@ def fd_gradient_terms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, h: 
 class GradRegFD(Defense):
     """CE(x) + (λ/2)·mean_i ((ℓ_i(x + h d_i) − ℓ_i(x))/h)² (Eq. 8 with the Eq. 9 surrogate)."""
 
+    @classmethod
+    def smoke_low_lr(cls, options: dict[str, Any]) -> bool:
+        return True
+
+
     Options = GradRegFDOptions
 
     @property
@@ -216,6 +221,13 @@ def grad_norm_penalty(g: torch.Tensor, norm: str, lam: float, scale: str = "finl
 class GradReg(Defense):
     """CE(x) + (λ/2)·mean_i ‖∇ₓℓ_i(x)‖_q², the input gradient kept in the graph (double backprop)."""
 
+    double_backward = True
+
+    @classmethod
+    def smoke_low_lr(cls, options: dict[str, Any]) -> bool:
+        return True
+
+
     Options = GradRegOptions
     inherent_passes = (1.0, 2.0)  # forward; input-gradient backward + the double-backprop weight backward
 
@@ -289,6 +301,13 @@ def cure_regularizer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torc
 @DEFENSES.register("cure", help="CURE: CE + γ·||grad(x + h·z) − grad(x)||², z = normalised gradient sign")
 class CURE(Defense):
     """CE(x) + γ‖∇ℓ(x + hz) − ∇ℓ(x)‖₂² (paper form), differentiated through both gradients."""
+
+    double_backward = True
+
+    @classmethod
+    def smoke_low_lr(cls, options: dict[str, Any]) -> bool:
+        return True
+
 
     Options = CUREOptions
 
@@ -385,6 +404,13 @@ def llr_inner_max(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_x: to
 @DEFENSES.register("llr", help="LLR (Qin et al.): CE + λ·local-linearity error at its inner max + μ·|δᵀ∇ℓ|")
 class LLR(Defense):
     """ℓ(x) + λ·γ(ε, x) + μ·|δ_LLRᵀ∇ℓ(x)| with δ_LLR from an inner PGD on γ (constant), ∇ℓ(x) kept in the graph."""
+
+    double_backward = True
+
+    @classmethod
+    def smoke_low_lr(cls, options: dict[str, Any]) -> bool:
+        return True
+
 
     Options = LLROptions
 

@@ -60,6 +60,11 @@ def mart_objective(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tens
 class MART(Defense):
     """min_θ E[ BCE(f(x′), y) + β · KL(f(x) ‖ f(x′)) · (1 − f_y(x)) ], x′ from CE-PGD."""
 
+    @classmethod
+    def smoke_low_lr(cls, options: dict[str, Any]) -> bool:
+        return True
+
+
     Options = MARTOptions
 
     @property

@@ -182,6 +182,13 @@ class RATOptions:
 class RAT(Defense):
     """min_w E[(1 − η)·L_base + η·first + ½η·second], x′ crafted on w + u, u ~ N(0, σ²) (Eq. 3–8, App. D)."""
 
+    epoch_options = ("warmup_epochs",)
+
+    @classmethod
+    def smoke_low_lr(cls, options: dict[str, Any]) -> bool:
+        return str(options.get("base", "trades")) in ("trades", "awp-trades", "awp")  # on a TRADES-like base
+
+
     Options = RATOptions
 
     @property

@@ -227,6 +227,8 @@ class _Curriculum(Defense):
 class PSAT(_Curriculum):
     """min_θ E CE(f(x + δ*), y), δ* = PGD on CE stopped once ψ_P(x + δ) > λ (SAT Eq. 10, 12, Alg. 1)."""
 
+    epoch_options = ("schedule_scale",)
+
     Options = SATOptions
     linear_schedule = "linear-psat"
 
@@ -424,6 +426,9 @@ class HSAT(_Curriculum):
     """min_θ E CE(f(x + δ*), y), δ* = PGD whose every step moves only the λ-fraction of samples with the
     smallest ψ_H (SAT Eq. 10, 11, App. B.3)."""
 
+    double_backward = True
+    epoch_options = ("schedule_scale",)
+
     Options = HSATOptions
     linear_schedule = "linear-hsat"
 
@@ -488,6 +493,8 @@ class DATOptions:
                                "threshold (Wang et al. 2019)")
 class DAT(Defense):
     """min_θ E CE(f(x′), y), x′ = PGD stopped once c(x^k) = ε‖∇ℓ‖₁ − ⟨x^k − x⁰, ∇ℓ⟩ ≤ c_t (SAT Table 4)."""
+
+    epoch_options = ("fosc_epochs",)
 
     Options = DATOptions
 

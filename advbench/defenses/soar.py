@@ -176,6 +176,8 @@ class SOAR(Defense):
     """ℓ(x') + λ·R(x'; z, h) (Eq. 13), the regularizer's gradient clipped on its own before the CE gradient
     is added (the paper's "clipping of 10 on the regularizer")."""
 
+    double_backward = True
+
     Options = SOAROptions
 
     @property
@@ -274,6 +276,8 @@ def foar_penalty(g: torch.Tensor, norm: str, reg_eps: float) -> torch.Tensor:
 @DEFENSES.register("foar", help="FOAR: CE + eps·||grad_x CE||_dual at a PGD1 point, by double backprop")
 class FOAR(Defense):
     """ℓ(x') + λ·ε_r‖∇ₓℓ(x')‖_q (Eq. 4 at the PGD1 point), differentiated by double backprop."""
+
+    double_backward = True
 
     Options = FOAROptions
 

@@ -11,6 +11,8 @@ from advbench.defenses.base import DEFENSES, Defense, accuracy
 class Standard(Defense):
     """Minimise CE(f(x), y) on clean images."""
 
+    default_select = "val-clean"
+
     inherent_passes = (1.0, 1.0)
 
     def loss(self, model, x, y, ctx):

@@ -56,6 +56,11 @@ def trades_craft(model: nn.Module, x: torch.Tensor, threat: ThreatModel, *, step
 class TRADES(Defense):
     """min_θ E[ CE(f(x), y) + β · max_{x′ ∈ B(x, ε)} KL(f(x) ‖ f(x′)) ]."""
 
+    @classmethod
+    def smoke_low_lr(cls, options: dict[str, Any]) -> bool:
+        return True
+
+
     Options = TRADESOptions
 
     @property

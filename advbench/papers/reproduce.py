@@ -198,8 +198,8 @@ def make_plan(paper: str, table: str, *, scale: str = "smoke", out: str | Path =
               dataset: str | None = None, model: str | None = None, seeds: list[int] | None = None,
               rows: list[str] | None = None, device: str = "auto", smoke: dict[str, Any] | None = None) -> Plan:
     """Plan the runs of ``paper`` table ``table``; ``smoke`` overrides entries of :data:`SMOKE` (tests)."""
-    from advbench.api import make_train_config
     from advbench.config import config_to_dict
+    from advbench.resolve import make_train_config
 
     if scale not in SCALES:
         raise UserError(f"unknown --scale '{scale}'; choose smoke or paper")
