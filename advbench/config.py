@@ -7,93 +7,16 @@ type and validated here, so a bad value fails before any work starts, with one c
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
 import tomllib
 
+from advbench.core.options import convert, field_types
 from advbench.errors import UserError
 from advbench.registry import closest
 from advbench.threat import parse_eps
-
-
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    """Convert ``value`` (often a string from the command line) to the type ``tp``."""
-    origin = get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = get_args(tp)
-        if value is None or (isinstance(value, str) and value.strip().lower() in {"none", "null", ""}):
-            if type(None) in args:
-                return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, where)
-            except UserError as err:
-                errors.append(str(err))
-        raise UserError(errors[0] if errors else f"invalid value {value!r} for {where}")
-    if origin is Literal:
-        choices = get_args(tp)
-        text = str(value).strip().lower() if isinstance(value, str) else value
-        if text in choices:
-            return text
-        hint = closest(str(value), [str(c) for c in choices])
-        extra = f"; did you mean {hint[0]!r}?" if hint else ""
-        raise UserError(f"invalid value {value!r} for {where}; choose one of {', '.join(map(str, choices))}{extra}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in {"1", "true", "yes", "on"}:
-            return True
-        if text in {"0", "false", "no", "off"}:
-            return False
-        raise UserError(f"invalid value {value!r} for {where}; write true or false")
-    if tp is int:
-        if isinstance(value, bool):
-            raise UserError(f"invalid value {value!r} for {where}; expected an integer")
-        if isinstance(value, int):
-            return value
-        try:
-            f = float(str(value).strip())
-        except ValueError:
-            raise UserError(f"invalid value {value!r} for {where}; expected an integer") from None
-        if not f.is_integer():
-            raise UserError(f"invalid value {value!r} for {where}; expected an integer")
-        return int(f)
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        text = str(value).strip()
-        if "/" in text:  # paper-style fractions: 2/255
-            return parse_eps(text)[0]
-        try:
-            return float(text)
-        except ValueError:
-            raise UserError(f"invalid value {value!r} for {where}; expected a number") from None
-    if tp is str:
-        return str(value)
-    if origin in (list, tuple):
-        (inner, *_) = get_args(tp) or (str,)
-        items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v.strip()]
-        out = [_convert(v, inner, where) for v in items]
-        return tuple(out) if origin is tuple else out
-    if origin is dict or tp is dict:
-        if isinstance(value, dict):
-            return dict(value)
-        raise UserError(f"invalid value {value!r} for {where}; expected a table")
-    return value
-
-
-def field_types(cls: type) -> dict[str, Any]:
-    """Resolved type hints of a dataclass's fields."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def apply_overrides(obj: Any, overrides: dict[str, Any], what: str) -> Any:
@@ -110,7 +33,7 @@ def apply_overrides(obj: Any, overrides: dict[str, Any], what: str) -> Any:
             hint = closest(name, list(types_))
             extra = f"; did you mean {hint[0]!r}?" if hint else f"; valid keys: {', '.join(types_)}"
             raise UserError(f"unknown option '{key}' for {what}{extra}")
-        changes[name] = _convert(value, types_[name], f"{what} option '{key}'")
+        changes[name] = convert(value, types_[name], f"{what} option '{key}'")
     new = dataclasses.replace(obj, **changes)
     validate = getattr(new, "validate", None)
     if callable(validate):

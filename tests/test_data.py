@@ -373,7 +373,7 @@ def test_options_checked():
         load_splits("synthetic", options={"data_sed": 1})
     with pytest.raises(UserError, match="unknown option 'size' for dataset cifar10"):
         load_splits("cifar10", options={"size": 1})
-    with pytest.raises(UserError, match="must be int"):
+    with pytest.raises(UserError, match="dataset option n_train of synthetic; expected an integer"):
         load_splits("synthetic", options={"n_train": "many"})
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import pytest
+import torch
 
 from advbench.config import TrainConfig, apply_overrides, lr_factor, parse_set_options
 from advbench.errors import UserError
@@ -95,3 +96,45 @@ def test_lr_schedules():
     tri = TrainConfig(epochs=10, schedule="piecewise-linear")
     assert lr_factor(tri, 0) == 0 and lr_factor(tri, 4) == 1 and lr_factor(tri, 10) == 0
     assert lr_factor(tri, 7) == pytest.approx(0.5)
+
+
+# --- the one option converter (advbench.core.options) ---------------------------------------------------------
+
+@pytest.mark.parametrize("tp,text,expected", [
+    (bool, "yes", True), (bool, "off", False), (bool, "1", True), (bool, 0, False),
+    (int, "12", 12), (int, "3.0", 3), (int, "9223372036854775807", 2**63 - 1),
+    (float, "2/255", 2 / 255), (float, "1e-3", 1e-3), (float, 3, 3.0),
+])
+def test_convert_accepts(tp, text, expected):
+    from advbench.core.options import convert
+
+    assert convert(text, tp, "x") == expected
+
+
+@pytest.mark.parametrize("tp,text,needle", [
+    (float, "nan", "finite"), (float, "inf", "finite"), (float, "-inf", "finite"), (float, "1e400", "finite"),
+    (float, float("nan"), "finite"), (int, "99999999999999999999", "out of range"), (int, "1e30", "out of range"),
+    (int, "nan", "expected an integer"), (int, "1.5", "expected an integer"), (bool, "maybe", "true or false"),
+    (float, True, "expected a number"), (int, True, "expected an integer"),
+])
+def test_convert_refuses(tp, text, needle):
+    from advbench.core.options import convert
+
+    with pytest.raises(UserError, match=needle):
+        convert(text, tp, "x")
+
+
+def test_models_datasets_and_defenses_share_one_converter():
+    """The same text gives the same value (or the same refusal) for a model, a dataset and a defense option."""
+    from advbench.data import load_splits
+    from advbench.defenses import build_defense
+    from advbench.models import build_model
+    from advbench.threat import ThreatModel
+
+    net = build_model("resnet18", num_classes=10, options={"bn": "off"})
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    with pytest.raises(UserError, match="true or false"):
+        build_model("resnet18", num_classes=10, options={"bn": "maybe"})
+    assert load_splits("synthetic", options={"n_train": "300.0", "n_test": "20"}).test.y.shape[0] == 20
+    with pytest.raises(UserError, match="finite"):
+        build_defense("trades", ThreatModel(), {"beta": "inf"})

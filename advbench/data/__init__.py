@@ -1,15 +1,17 @@
 """Dataset room: registry of datasets, in-memory train / val / test splits and deterministic batches.
 
-Registered datasets: ``cifar10``, ``cifar100``, ``svhn``, ``mnist``, ``fashion-mnist``,
-``imagenette`` and the embedded ``synthetic`` one. Importing this package does not import torch;
-``batches``, ``num_batches``, ``augment_batch`` and ``derive_seed`` load it on first use.
+Every module of this package except its infrastructure (:data:`INFRASTRUCTURE`) is a dataset module that
+registers itself on import, so a new dataset is one new file (``advbench list datasets`` shows them).
+Importing this package does not import torch; ``batches``, ``num_batches``, ``augment_batch`` and
+``derive_seed`` load it on first use.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import TYPE_CHECKING, Any
 
-from advbench.data import cifar, imagenette, mnist, svhn, synthetic  # noqa: F401  (registration)
 from advbench.data.core import (
     AUGMENTS,
     DATASETS,
@@ -27,6 +29,12 @@ from advbench.data.core import (
     register_dataset,
     split_permutation,
 )
+
+#: modules of this package that are not datasets: the registry and splits, and the torch-backed batching
+INFRASTRUCTURE = ("core", "batching")
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if _module not in INFRASTRUCTURE and not _module.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module}")
 
 if TYPE_CHECKING:
     from advbench.data.batching import augment_batch, batches, derive_seed, num_batches

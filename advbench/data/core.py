@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from advbench.core.options import convert
 from advbench.errors import UserError
 from advbench.registry import Registry, closest
 
@@ -127,12 +128,7 @@ class DatasetLoader:
                 hint = f"; did you mean {hits[0]!r}?" if hits else f" (options: {known})"
                 raise UserError(f"unknown option '{key}' for dataset {self.name}{hint}")
             spec = self.options[name]
-            try:
-                coerced = spec.type(value)
-            except (TypeError, ValueError):
-                raise UserError(
-                    f"dataset option {name}={value!r} for {self.name} must be {spec.type.__name__}"
-                ) from None
+            coerced = convert(value, spec.type, f"dataset option {name} of {self.name}")
             if spec.minimum is not None and coerced < spec.minimum:
                 raise UserError(f"dataset option {name}={coerced} for {self.name} must be >= {spec.minimum}")
             out[name] = coerced

@@ -6,6 +6,7 @@ Use :func:`build_model` to get a :class:`Normalized` model by registry name; see
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from advbench.models.base import (
     MODELS,
@@ -18,9 +19,9 @@ from advbench.models.base import (
     model_options,
 )
 
-# importing an architecture module registers its models; this order is the listing order
-for _module in ("cnn", "resnet", "preact", "wideresnet", "vgg", "mobilenet"):
-    importlib.import_module(f"advbench.models.{_module}")
+# every module of this package registers its architectures on import: a new model is one new file
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
+    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = [
     "MODELS",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from advbench.core.options import convert
 from advbench.errors import UserError
 from advbench.registry import Registry
 
@@ -16,8 +18,6 @@ ModelFactory = Callable[..., nn.Module]
 #: name -> factory(num_classes, in_channels, input_size, **options) -> nn.Module returning logits.
 MODELS: Registry[ModelFactory] = Registry("model")
 
-_TRUE = {"true", "1", "yes", "y", "on"}
-_FALSE = {"false", "0", "no", "n", "off"}
 
 
 class Normalized(nn.Module):
@@ -78,56 +78,8 @@ def model_options(name: str) -> dict[str, object]:
     return _factory_options(factory)
 
 
-def parse_bool(value: object, what: str) -> bool:
-    """Convert ``value`` (bool, 0/1 or strings like "true"/"off") to bool; UserError otherwise."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        low = value.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-    raise UserError(f"{what} expects true or false, got {value!r}")
 
 
-def convert_option(value: object, default: object, what: str) -> object:
-    """Convert an option ``value`` (often a CLI string) to the type of ``default``.
-
-    bool defaults accept true/false/yes/no/on/off/1/0; int defaults accept integral numbers; float
-    defaults accept any number; str defaults keep the value as a string (the factory validates it).
-    """
-    if isinstance(default, bool):
-        return parse_bool(value, what)
-    if isinstance(default, int):
-        if isinstance(value, bool):
-            raise UserError(f"{what} expects an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise UserError(f"{what} expects an integer, got {value!r}")
-    if isinstance(default, float):
-        if isinstance(value, bool):
-            raise UserError(f"{what} expects a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise UserError(f"{what} expects a number, got {value!r}")
-    if isinstance(default, str):
-        return value if isinstance(value, bool) else str(value).strip()
-    return value
 
 
 def build_model(
@@ -164,7 +116,9 @@ def build_model(
         if opt_key not in defaults:
             valid = ", ".join(defaults) if defaults else "(none)"
             raise UserError(f"unknown option '{opt}' for model '{key}'; valid: {valid}")
-        kwargs[opt_key] = convert_option(value, defaults[opt_key], f"option '{opt_key}' of model '{key}'")
+        default = defaults[opt_key]
+        kind = type(default) if isinstance(default, (bool, int, float, str)) else Any
+        kwargs[opt_key] = value if kind is Any else convert(value, kind, f"option '{opt_key}' of model '{key}'")
     net = factory(int(num_classes), int(in_channels), int(input_size), **kwargs)
     if getattr(net, "num_classes", None) is None:
         net.num_classes = int(num_classes)
@@ -210,3 +164,8 @@ def last_linear(model: nn.Module, num_classes: int | None = None) -> nn.Linear:
             "this method needs a model whose last layer is a linear classifier"
         )
     return found
+
+
+def parse_bool(value: object, what: str) -> bool:
+    """A boolean model option (true/false/yes/no/on/off/1/0), by the one option converter."""
+    return convert(value, bool, what)

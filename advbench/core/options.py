@@ -1,0 +1,121 @@
+"""The one option converter: user text (a ``--set`` value, a TOML entry, a CLI flag) to a typed value.
+
+Defenses, attacks, models, datasets and the training config all convert through :func:`convert`, so one
+rule holds everywhere: booleans are true/false/yes/no/on/off/1/0, integers are integral numbers within 64
+bits, floats are finite (``nan``, ``inf`` and ``1e400`` are refused) and may be written as fractions
+(``2/255``), ``Literal`` fields take one of their choices, ``X | None`` takes ``none``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, Literal, get_args, get_origin
+
+from advbench.errors import UserError
+from advbench.registry import closest
+from advbench.threat import parse_eps
+
+INT64 = 2**63
+
+
+def _in_int64(v: int, raw: Any, where: str) -> int:
+    if not -INT64 <= v < INT64:
+        raise UserError(f"invalid value {raw!r} for {where}; the integer is out of range (at most 2**63 - 1)")
+    return v
+
+
+def _finite(f: float, raw: Any, where: str) -> float:
+    if not math.isfinite(f):
+        raise UserError(f"invalid value {raw!r} for {where}; expected a finite number")
+    return f
+
+
+def convert(value: Any, tp: Any, where: str) -> Any:
+    """Convert ``value`` (often a string from the command line) to the type ``tp``; UserError naming ``where``."""
+    return _convert_one(value, tp, where)
+
+
+def _convert_one(value: Any, tp: Any, where: str) -> Any:
+    """Convert ``value`` (often a string from the command line) to the type ``tp``."""
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None or (isinstance(value, str) and value.strip().lower() in {"none", "null", ""}):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return convert(value, arg, where)
+            except UserError as err:
+                errors.append(str(err))
+        raise UserError(errors[0] if errors else f"invalid value {value!r} for {where}")
+    if origin is Literal:
+        choices = get_args(tp)
+        text = str(value).strip().lower() if isinstance(value, str) else value
+        if text in choices:
+            return text
+        hint = closest(str(value), [str(c) for c in choices])
+        extra = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise UserError(f"invalid value {value!r} for {where}; choose one of {', '.join(map(str, choices))}{extra}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off"}:
+            return False
+        raise UserError(f"invalid value {value!r} for {where}; write true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise UserError(f"invalid value {value!r} for {where}; expected an integer")
+        if isinstance(value, int):
+            return _in_int64(value, value, where)
+        text = str(value).strip()
+        try:
+            return _in_int64(int(text), value, where)  # exact for long digit strings
+        except ValueError:
+            pass
+        try:
+            f = float(text)
+        except ValueError:
+            raise UserError(f"invalid value {value!r} for {where}; expected an integer") from None
+        if not math.isfinite(f) or not f.is_integer():
+            raise UserError(f"invalid value {value!r} for {where}; expected an integer")
+        return _in_int64(int(f), value, where)
+    if tp is float:
+        if isinstance(value, bool):
+            raise UserError(f"invalid value {value!r} for {where}; expected a number")
+        if isinstance(value, (int, float)):
+            return _finite(float(value), value, where)
+        text = str(value).strip()
+        if "/" in text:  # paper-style fractions: 2/255
+            return _finite(parse_eps(text)[0], value, where)
+        try:
+            return _finite(float(text), value, where)
+        except ValueError:
+            raise UserError(f"invalid value {value!r} for {where}; expected a number") from None
+    if tp is str:
+        return str(value)
+    if origin in (list, tuple):
+        (inner, *_) = get_args(tp) or (str,)
+        items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v.strip()]
+        out = [convert(v, inner, where) for v in items]
+        return tuple(out) if origin is tuple else out
+    if origin is dict or tp is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise UserError(f"invalid value {value!r} for {where}; expected a table")
+    return value
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved type hints of a dataclass's fields."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
