@@ -16,7 +16,7 @@ import tomllib
 from advbench.core.options import convert, field_types
 from advbench.errors import UserError
 from advbench.registry import closest
-from advbench.threat import parse_eps
+from advbench.threat import check_eps_in_range, parse_eps
 
 
 def apply_overrides(obj: Any, overrides: dict[str, Any], what: str) -> Any:
@@ -77,15 +77,38 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise UserError(f"config file not found: {p}; pass an existing TOML file to --config")
     try:
-        return tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise UserError(f"invalid TOML in {p}: {err}") from None
+        recipe = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"invalid TOML in {p}: {str(err).splitlines()[0]}") from None
+    except RecursionError:
+        raise UserError(f"invalid TOML in {p}: nested too deeply; a recipe is flat keys plus [defense], [model] "
+                        "and [dataset] tables") from None
+    except OSError as err:
+        raise UserError(f"cannot read config file {p}: {err.strerror or err}") from None
+    for key, value in recipe.items():
+        if isinstance(value, dict) and key not in {"defense", "model", "dataset", "defense_options",
+                                                    "model_options", "dataset_options"}:
+            raise UserError(f"invalid TOML in {p}: [{key}] is not a recipe table; use flat keys and the "
+                            "[defense], [model] and [dataset] tables")
+        if isinstance(value, dict) and any(isinstance(v, dict) for v in value.values()):
+            raise UserError(f"invalid TOML in {p}: [{key}] holds a nested table; options are flat key = value")
+    return recipe
 
 
 ScheduleName = Literal["multistep", "cosine", "piecewise-linear", "constant"]
 AmpMode = Literal["off", "bf16", "fp16"]
 DistBackend = Literal["auto", "gloo", "nccl"]
 SelectRule = Literal["auto", "val-robust", "val-clean", "last", "test-robust"]
+
+
+#: (field, lowest, highest) of the integer settings; the upper bounds are far beyond any paper's recipe and
+#: catch typos such as --epochs 1e12 before they start a run that never ends
+_INT_RANGES: tuple[tuple[str, int, int], ...] = (
+    ("epochs", 1, 100_000), ("batch_size", 1, 1_000_000), ("seed", 0, 2**63 - 1), ("split_seed", 0, 2**63 - 1),
+    ("n_train", 1, 10**9), ("val_size", 0, 10**9), ("val_n", 0, 10**9), ("val_attack_steps", 0, 100_000),
+    ("max_batches_per_epoch", 1, 10**9), ("mem_every", 0, 10**9),
+)
+_FLAGS = {"epochs", "batch_size", "seed", "n_train"}
 
 
 @dataclass
@@ -138,19 +161,26 @@ class TrainConfig:
     defense_options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
-        """Check ranges that types alone do not catch."""
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
+        """Check ranges that types alone do not catch (the converter already refused non-finite numbers and
+        integers beyond 64 bits), so the engine never sees a value it cannot use."""
+        for name, low, high in _INT_RANGES:
+            value = getattr(self, name)
+            if value is not None and not low <= value <= high:
+                flag = name.replace("_", "-") if name in _FLAGS else name
+                where = f"--{flag}" if name in _FLAGS else f"--set {name}"
+                raise UserError(f"{where} must be between {low} and {high}, got {value}")
+        if not self.lr > 0:
             raise UserError(f"--lr must be > 0, got {self.lr}")
-        if self.n_train is not None and self.n_train < 1:
-            raise UserError(f"--n-train must be >= 1, got {self.n_train}")
-        if self.val_n < 0 or self.val_attack_steps < 0:
-            raise UserError("val_n and val_attack_steps must be >= 0")
-        if self.mem_every < 0:
-            raise UserError(f"mem_every must be >= 0 (0 switches memory recording off), got {self.mem_every}")
-        parse_eps(self.eps)
+        if not 0 <= self.momentum < 1:
+            raise UserError(f"--set momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise UserError(f"--set weight_decay must be >= 0, got {self.weight_decay}")
+        if not self.gamma > 0:
+            raise UserError(f"--set gamma must be > 0, got {self.gamma}")
+        if any(m < 0 for m in self.milestones):
+            raise UserError(f"--set milestones must be epochs >= 0, got {list(self.milestones)}")
+        value, text = parse_eps(self.eps)
+        check_eps_in_range(value, text, self.norm)
 
     def resolved_milestones(self) -> list[float]:
         """Milestone epochs for the multistep schedule (default: 50% and 75% of training)."""

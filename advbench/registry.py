@@ -24,7 +24,9 @@ def closest(name: str, choices: list[str], n: int = 3) -> list[str]:
 
 def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:
     """One-line message for an unknown registry name, with the closest valid names."""
-    hits = closest(name, choices)
+    if len(name) > 80:
+        name = name[:80] + "..."
+    hits = closest(name, choices) if name else []
     if hits:
         return f"unknown {kind} '{name}'; did you mean {' or '.join(repr(h) for h in hits)}?"
     return f"unknown {kind} '{name}'; choose one of: {', '.join(sorted(choices))}"
@@ -50,7 +52,10 @@ class Registry(Generic[T]):
         self._on_miss = loader
 
     def _key(self, name: str) -> str:
-        key = name.strip().lower().replace("_", "-")
+        if not isinstance(name, str) or not name or name != name.strip() or name != name.lower():
+            # names are lower case as listed: 'SMALL-CNN' is not silently a second spelling of 'small-cnn'
+            raise UserError(unknown_name_message(self.kind, str(name), list(self._items)))
+        key = name.replace("_", "-")
         key = self._aliases.get(key, key)
         if key not in self._items and self._on_miss is not None:
             self._on_miss(key)

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from advbench.config import TRAIN_KEYS, TrainConfig, apply_overrides, field_types, load_toml, parse_set_options
+from advbench.data import DATASETS
 from advbench.defenses import DEFENSES, build_defense
 from advbench.errors import UserError
+from advbench.models import MODELS
 from advbench.registry import closest
 from advbench.threat import ThreatModel
 
@@ -53,6 +55,8 @@ def make_train_config(options: dict[str, Any] | None = None, settings: dict[str,
         for table, key in (("defense", "defense_options"), ("model", "model_options"), ("dataset", "dataset_options")):
             if isinstance(recipe.get(table), dict):
                 recipe[key] = {**recipe.get(key, {}), **recipe.pop(table)}
+        # type-check the recipe's own values, also those a flag overrides: a wrong recipe is wrong either way
+        apply_overrides(TrainConfig(), {k: v for k, v in recipe.items() if k in TRAIN_KEYS}, f"--config {config_file}")
         merged.update(recipe)
     merged.update({k: v for k, v in (options or {}).items() if v is not None})
     sets = parse_set_options(settings) if isinstance(settings, list) else dict(settings or {})
@@ -70,6 +74,9 @@ def make_train_config(options: dict[str, Any] | None = None, settings: dict[str,
         hint = closest(name, sorted(TRAIN_KEYS))
         raise UserError(f"unknown config key '{name}'" + (f"; did you mean {hint[0]!r}?" if hint else ""))
     cfg = apply_overrides(TrainConfig(), merged, "train")
+    # registry names as listed (run names and content hashes use them), ranges checked before any work
+    cfg = dataclasses.replace(cfg, model=MODELS.canonical(cfg.model), dataset=DATASETS.canonical(cfg.dataset))
+    cfg.validate()
     # validate defense options now (typed), and store them converted
 
     threat = ThreatModel.parse(cfg.eps, cfg.norm)

@@ -70,8 +70,47 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    """Read a JSON file."""
-    return json.loads(Path(path).read_text())
+    """Read a JSON file; a missing, unreadable or corrupt file is a one-line UserError naming it."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise MissingFile(f"{p} is missing; the run is incomplete (rerun the command that writes it)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UnreadableFile(f"cannot read {p}: {getattr(err, 'strerror', None) or err}") from None
+    except (json.JSONDecodeError, RecursionError):
+        raise CorruptFile(f"{p} is not valid JSON (corrupt or truncated); restore it or remove the run") from None
+
+
+class MissingFile(UserError, FileNotFoundError):
+    """A run file that should be there is not (a UserError that callers may also catch as OSError)."""
+
+
+class UnreadableFile(UserError, OSError):
+    """A run file that cannot be read (also an OSError)."""
+
+
+class CorruptFile(UserError, ValueError):
+    """A run file that holds no valid JSON, or JSON of the wrong shape (also a ValueError)."""
+
+
+def read_object(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a JSON file that must hold an object with ``required`` keys (UserError otherwise)."""
+    obj = read_json(path)
+    if not isinstance(obj, dict):
+        raise CorruptFile(f"{path} holds a JSON {type(obj).__name__}, not an object; restore it or remove the run")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise CorruptFile(f"{path} lacks {', '.join(map(repr, missing))}; restore it or remove the run")
+    return obj
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run's ``config.json`` checked for shape: an object whose ``config`` is an object (UserError otherwise)."""
+    record = read_object(Path(run_dir) / "config.json", ("config",))
+    if not isinstance(record["config"], dict):
+        raise CorruptFile(f"{Path(run_dir) / 'config.json'}: 'config' is not an object; restore it or remove the run")
+    return record
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:
@@ -83,16 +122,18 @@ def append_jsonl(path: str | Path, record: dict) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    """Read all complete JSON lines of a file (a torn last line is ignored)."""
+    """Read the JSON-object lines of a file (a torn last line, or a line that is no object, is ignored)."""
     p = Path(path)
     if not p.exists():
         return []
     out = []
-    for line in p.read_text().splitlines():
+    for line in p.read_text(errors="replace").splitlines():
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             continue
+        if isinstance(record, dict):  # a line that is not an object is not a record
+            out.append(record)
     return out
 
 

@@ -22,7 +22,7 @@ def _run(capsys, *args: str) -> tuple[int, str, str]:
     (["train", "--set", "stepz=3", "--defense", "pgd-at"], "did you mean 'steps'"),
     (["train", "--set", "steps=many", "--defense", "pgd-at"], "expected an integer"),
     (["train", "--set", "noequals"], "write --set key=value"),
-    (["train", "--epochs", "0"], "--epochs must be >= 1"),
+    (["train", "--epochs", "0"], "--epochs must be between 1 and"),
     (["train", "--dataset", "cifar11"], "unknown dataset 'cifar11'"),
     (["train", "--model", "resnet-18"], "did you mean 'resnet18'"),
     (["train", "--config", "/nonexistent/recipe.toml"], "config file not found"),

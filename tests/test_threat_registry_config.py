@@ -16,7 +16,7 @@ from advbench.threat import ThreatModel, parse_eps, parse_eps_list, parse_norm
 
 @pytest.mark.parametrize("text,value,literal", [
     ("8/255", 8 / 255, "8/255"), ("2/255", 2 / 255, "2/255"), ("0.031", 0.031, "0.031"),
-    ("0.5", 0.5, "0.5"), ("1.74", 1.74, "1.74"), (" 16 / 255 ", 16 / 255, "16/255"), ("0", 0.0, "0"),
+    ("0.5", 0.5, "0.5"), ("1.74", 1.74, "1.74"), ("16/255", 16 / 255, "16/255"), ("0", 0.0, "0"),
     ("1e-3", 1e-3, "1e-3"), (0.25, 0.25, "0.25"),
 ])
 def test_parse_eps_good(text, value, literal):
@@ -30,11 +30,28 @@ def test_eps_text_keeps_8_255_distinct_from_0_031():
     assert a.eps_text != b.eps_text and a.eps != b.eps
 
 
-@pytest.mark.parametrize("bad", ["", "abc", "8/0", "-0.1", "8/255/2", "inf", "nan", "1/-3", "eight"])
+@pytest.mark.parametrize("bad", ["", "abc", "8/0", "-0.1", "8/255/2", "inf", "nan", "1/-3", "eight",
+                                 " 16 / 255 ", " 8/255", "8 /255", "1e-400", "0.0/1e-500"])
 def test_parse_eps_bad(bad):
     with pytest.raises(UserError) as err:
         parse_eps(bad)
     assert "\n" not in str(err.value) and "eps" in str(err.value)
+
+
+@pytest.mark.parametrize("eps", ["2", "255/8", "1.0001"])
+def test_linf_eps_above_one_is_refused_but_l2_is_not(eps):
+    with pytest.raises(UserError, match="above 1"):
+        ThreatModel.parse(eps, "linf")
+    assert ThreatModel.parse(eps, "l2").eps > 1
+
+
+@pytest.mark.parametrize("name", ["SMALL-CNN", "", " small-cnn", "Small-Cnn"])
+def test_registry_names_are_lower_case_as_listed(name):
+    reg = Registry("model")
+    reg.add("small-cnn", object())
+    with pytest.raises(UserError, match="unknown model"):
+        reg.get(name)
+    assert reg.canonical("small_cnn") == "small-cnn"  # underscores stay a documented spelling
 
 
 def test_eps_list_and_norm():
@@ -49,7 +66,9 @@ def test_registry_suggests_closest():
     reg.add("p-sat", 1)
     reg.add("h-sat", 2)
     reg.add("pgd-at", 3)
-    assert reg.get("P_SAT") == 1
+    assert reg.get("p_sat") == 1
+    with pytest.raises(UserError, match="did you mean 'p-sat'"):
+        reg.get("P_SAT")  # names are lower case as listed (issue: SMALL-CNN kept its spelling in run names)
     with pytest.raises(UserError) as err:
         reg.get("psat")
     assert str(err.value).startswith("unknown defense 'psat'; did you mean 'p-sat'")
