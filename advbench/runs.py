@@ -252,12 +252,32 @@ class RunLock:
 
 
 def is_run_dir(path: str | Path) -> bool:
-    """True if ``path`` holds a run (a ``config.json`` written by advbench)."""
-    return (Path(path) / "config.json").is_file()
+    """True if ``path`` holds a run: a ``config.json`` written by advbench (an object with a ``config`` object).
+
+    A folder whose ``config.json`` is not valid JSON still counts (a broken run, reported as such by whoever
+    reads it); a ``config.json`` of another program (valid JSON without advbench's ``config``) does not."""
+    cfg = Path(path) / "config.json"
+    try:
+        if not cfg.is_file():
+            return False
+        obj = json.loads(cfg.read_text())
+    except (OSError, UnicodeDecodeError):
+        return False
+    except (json.JSONDecodeError, RecursionError):
+        return True
+    return not isinstance(obj, dict) or "config" in obj or "kind" in obj
+
+
+#: how deep below a named folder runs are looked for (runs/<table>/<run> is 2), and how many folders at most
+FIND_DEPTH = 4
+FIND_MAX_DIRS = 50_000
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
-    """Expand run directories and parents of run directories into a sorted list of runs."""
+    """Expand run directories and parents of run directories into a sorted list of runs.
+
+    Looks at most :data:`FIND_DEPTH` folders deep, never inside a run, never through symbolic links or into
+    hidden folders, and skips folders it cannot read."""
     found: list[Path] = []
     for raw in paths:
         p = Path(raw)
@@ -266,10 +286,29 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
         if is_run_dir(p):
             found.append(p)
             continue
-        subs = sorted(c.parent for c in p.glob("**/config.json") if is_run_dir(c.parent))
-        found.extend(subs)
-    unique = list(dict.fromkeys(found))
-    return unique
+        if not p.is_dir():
+            raise UserError(f"{p} is a file, not a run folder or a folder of runs")
+        found.extend(_walk_runs(p))
+    return list(dict.fromkeys(found))
+
+
+def _walk_runs(root: Path) -> list[Path]:
+    out: list[Path] = []
+    seen = 0
+    base_depth = len(root.parts)
+    for here, dirs, _files in os.walk(root, onerror=lambda err: None, followlinks=False):
+        seen += 1
+        if seen > FIND_MAX_DIRS:
+            raise UserError(f"more than {FIND_MAX_DIRS} folders under {root}; name the runs folder itself")
+        path = Path(here)
+        if path != root and is_run_dir(path):
+            out.append(path)
+            dirs[:] = []  # a run holds no runs
+            continue
+        if len(path.parts) - base_depth >= FIND_DEPTH:
+            dirs[:] = []
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    return sorted(out)
 
 
 #: longest run name accepted (bytes): leaves room for a ``-N`` suffix and the files inside under NAME_MAX

@@ -60,6 +60,11 @@ def _click_exceptions():
     return exc_mod.UsageError, exit_cls, abort_cls
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line: line breaks and runs of white space folded into single spaces."""
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line and exit 2 for user errors; 130 after a clean interrupt."""
     from advbench.core.signals import Interrupted
@@ -92,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if debug:
             raise
-        err.print(f"error: {exc}", markup=False)
+        err.print(f"error: {one_line(str(exc))}", markup=False)
         return exc.exit_code
     except Interrupted as exc:
         where = f"; resume with: advbench train --resume {exc.run_dir}" if exc.run_dir else ""
@@ -102,6 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
         return 130
+    except OSError as exc:  # the environment refused (disk full, permissions, a vanished file): one line, exit 2
+        if debug:
+            raise
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        err.print(f"error: {one_line(exc.strerror or str(exc))}{where}", markup=False)
+        return 2
+    except Exception as exc:  # a defect in advbench: one line (the traceback with --debug), exit 1
+        if debug:
+            raise
+        err.print(f"internal error: {type(exc).__name__}: {one_line(str(exc))[:300]} (a bug in advbench: rerun with "
+                  "--debug for the traceback and report it)", markup=False)
+        return 1
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
