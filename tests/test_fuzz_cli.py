@@ -142,7 +142,8 @@ def test_fuzz_report_show_list_reproduce(capsys, sandbox, good_run, cmd, extra):
 
 CORRUPTIONS = {
     "config.json": ["", "[]", "{}", '{"config": []}', '{"config": {"eps": 5}}', "garbage{", "null",
-                    '{"config": {"dataset": "nope"}}', '{"kind": "external", "model_module": "os:getcwd", "config": {}}'],
+                    '{"config": {"dataset": "nope"}}',
+                    '{"kind": "external", "model_module": "os:getcwd", "config": {}}'],
     "summary.json": ["", "[]", "{", "3"],
     "metrics.jsonl": ["[1]\n3\ngarbage\n\"s\"\n"],
     "attacks/adhoc-fgsm.json": ["", "[]", "{}", '{"results": 5}', '{"results": [{"x": 1}], "clean": 3}'],
