@@ -182,3 +182,24 @@ def test_pickle_payload_checkpoint_is_refused_in_one_line_of_our_own(tmp_path):
         runs.load_checkpoint(path)
     assert "\n" not in str(err.value) and "refused" in str(err.value)
     assert pickle  # the payload class above is a pickle __reduce__ gadget
+
+
+def test_written_files_respect_the_umask(tmp_path):
+    """Atomic writes used to create every file 0600 whatever the umask; now they get 0666 less the umask."""
+    old = os.umask(0o022)
+    try:
+        runs.write_json(tmp_path / "a.json", {"x": 1})
+        runs.save_checkpoint(tmp_path / "c.pt", {"w": torch.zeros(2)})
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+        assert (tmp_path / "c.pt").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        runs.write_json(tmp_path / "b.json", {"x": 1})
+        assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_version(capsys):
+    from advbench import __version__
+
+    assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"advbench {__version__}"

@@ -41,9 +41,19 @@ def console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from advbench import __version__
+
+        sys.stdout.write(f"advbench {__version__}\n")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=_print_version)] = False,
 ) -> None:
     """advbench: one place to train defenses, attack them honestly and compare them as papers do."""
     STATE["debug"] = debug
