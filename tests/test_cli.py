@@ -80,3 +80,27 @@ def test_train_attack_report_show_cycle(capsys, tmp_path):
     assert code == 2 and "unknown format 'xml'" in err
     code, out, err = _run(capsys, "attack", str(run), "--set", "steps=3")
     assert code == 2 and "needs --attack" in err
+
+
+@pytest.mark.parametrize("name,key,needle", [
+    ("trades", "beta", "6.0"), ("pgd", "steps", "20"), ("synthetic", "data.n_train", "number of generated"),
+    ("resnet18", "model.bn", "True"),
+])
+def test_list_options_shows_every_set_key(capsys, name, key, needle):
+    code, out, _ = _run(capsys, "list", "options", name)
+    assert code == 0 and key in out and needle in out
+
+
+def test_list_options_lists_every_field_of_every_defense_and_attack(capsys):
+    import dataclasses
+
+    from advbench.attacks import ATTACKS
+    from advbench.defenses import DEFENSES
+
+    for reg in (DEFENSES, ATTACKS):
+        for name in reg.names():
+            code, out, _ = _run(capsys, "list", "options", name)
+            assert code == 0
+            assert all(f.name in out for f in dataclasses.fields(reg.get(name).Options)), name
+    code, _, err = _run(capsys, "list", "options")
+    assert code == 2 and "needs a defense" in err

@@ -14,23 +14,63 @@ from advbench.errors import UserError
 
 @app.command("list")
 def list_(
-    what: Annotated[str, typer.Argument(help="defenses, attacks, suites, datasets or models.")],
+    what: Annotated[str, typer.Argument(help="defenses, attacks, suites, datasets, models, or options (with NAME).")],
+    name: Annotated[Optional[str], typer.Argument(help="With 'options': a defense, attack, model or dataset; its "
+                                                       "--set keys are listed.", show_default=False)] = None,
 ) -> None:
-    """List registered defenses, attacks, suites, datasets or models."""
+    """List registered defenses, attacks, suites, datasets or models; 'list options NAME' lists NAME's --set keys."""
     from rich.table import Table
 
-    kinds = ("defenses", "attacks", "suites", "datasets", "models")
+    kinds = ("defenses", "attacks", "suites", "datasets", "models", "options")
     key = what.lower()
     if key not in kinds:
         from advbench.registry import unknown_name_message
 
         raise UserError(unknown_name_message("list", what, list(kinds)))
+    if key == "options":
+        if not name:
+            raise UserError("'advbench list options NAME' needs a defense, attack, model or dataset name")
+        title, rows = _option_rows(name)
+        table = Table(title=title)
+        for col in ("--set key", "type", "default", "help"):
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*row)
+        console().print(table)
+        return
+    if name is not None:
+        raise UserError(f"'advbench list {key}' takes no name (did you mean 'advbench list options {name}'?)")
     table = Table(title=key)
     table.add_column("name")
     table.add_column("description")
-    for name, desc in _registry_rows(key):
-        table.add_row(name, desc)
+    for item, desc in _registry_rows(key):
+        table.add_row(item, desc)
     console().print(table)
+
+
+def _option_rows(name: str) -> tuple[str, list[tuple[str, str, str, str]]]:
+    """The --set keys of the defense, attack, model or dataset called ``name`` (the first registry that has it)."""
+    from advbench.attacks import ATTACKS
+    from advbench.core.options import describe_fields
+    from advbench.data import DATASETS
+    from advbench.defenses import DEFENSES
+    from advbench.models import MODELS, model_options
+
+    if name in DEFENSES:
+        return f"options of defense {name} (--set KEY=VALUE)", describe_fields(DEFENSES.get(name).Options)
+    if name in ATTACKS:
+        return f"options of attack {name} (--attack {name} --set KEY=VALUE)", describe_fields(ATTACKS.get(name).Options)
+    if name in MODELS:
+        rows = [(f"model.{k}", type(v).__name__, repr(v), "") for k, v in model_options(name).items()]
+        return f"options of model {name} (--set model.KEY=VALUE)", rows
+    if name in DATASETS:
+        loader = DATASETS.get(name)
+        rows = [(f"data.{k}", spec.type.__name__, repr(spec.default), spec.help) for k, spec in loader.options.items()]
+        return f"options of dataset {name} (--set data.KEY=VALUE)", rows
+    from advbench.registry import unknown_name_message
+
+    raise UserError(unknown_name_message("defense, attack, model or dataset", name,
+                                         [*DEFENSES.names(), *ATTACKS.names(), *MODELS.names(), *DATASETS.names()]))
 
 
 def _registry_rows(key: str) -> list[tuple[str, str]]:

@@ -9,7 +9,10 @@ bits, floats are finite (``nan``, ``inf`` and ``1e400`` are refused) and may be 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import io
 import math
+import tokenize
 import types
 import typing
 from typing import Any, Literal, get_args, get_origin
@@ -119,3 +122,42 @@ def field_types(cls: type) -> dict[str, Any]:
     """Resolved type hints of a dataclass's fields."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _trailing_comments(cls: type) -> dict[str, str]:
+    """``name: type = default  # comment`` -> {name: comment} for the fields declared in ``cls``'s own body."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    out: dict[str, str] = {}
+    line_field: dict[int, str] = {}
+    for line_no, line in enumerate(source.splitlines(), 1):
+        head = line.strip().split(":", 1)[0]
+        if line.startswith("    ") and not line.startswith("     ") and head.isidentifier():
+            line_field[line_no] = head
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT and tok.start[0] in line_field:
+            out.setdefault(line_field[tok.start[0]], tok.string.lstrip("#").strip())
+    return out
+
+
+def describe_fields(cls: type) -> list[tuple[str, str, str, str]]:
+    """(name, type, default, help) of every field of dataclass ``cls``: the ``--set`` keys of a defense or attack
+    (help: the field's trailing comment in the class body, searched along the class hierarchy)."""
+    comments: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            comments.update(_trailing_comments(klass))
+    hints = field_types(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = repr(f.default_factory())  # type: ignore[misc]
+        else:
+            default = "(required)"
+        kind = getattr(hints[f.name], "__name__", None) or str(hints[f.name]).replace("typing.", "")
+        rows.append((f.name, kind, default, comments.get(f.name, "")))
+    return rows
