@@ -1,10 +1,10 @@
-"""Plan and run the runs of a paper table: skip what exists (content hash), train/resume the rest, attack.
+"""Plan the runs of a paper table: which runs it needs, and which of them already exist (content hash).
 
 A planned run is identified by the SHA-256 of its resolved TrainConfig (minus fields that do not change
 the model: device, data_dir, download; ``init_from`` counts as the hash of the run it names, not its
-path). A run directory with the same hash and a completed summary is reused; an interrupted one is
-resumed; attacks already stored with the same job fingerprint are skipped by :func:`advbench.api.attack`
-itself. Each run gets a ``paper.json`` (paper, table, row per table, scale, smoke settings).
+path). A run directory with the same hash and a completed summary is reused (``done``); an interrupted one is
+resumed (``resume``); anything else is trained (``train``). The api executes a plan
+(:mod:`advbench.api.reproduce`); this module only reads run folders.
 
 Smoke scale trains one standard *base* run per (dataset, model, seed, threat) from scratch and fine-tunes
 every other row from it (``init_from``); the base run is the table's standard row when it has one and is
@@ -14,14 +14,16 @@ fine-tune from the table's standard run; every other row trains from scratch, as
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from advbench import runs
+from advbench.config import config_to_dict
+from advbench.defenses import DEFENSES
 from advbench.errors import UserError
 from advbench.papers.published import table_id
 from advbench.papers.recipes import (
@@ -29,14 +31,13 @@ from advbench.papers.recipes import (
     SOURCE_SEED_OFFSET,
     RowRecipe,
     TableRecipe,
-    ensure_suite,
     get_recipe,
-    smoke_suite,
     smoke_text,
     smoke_train_options,
     table_status,
-    uses_low_lr,
 )
+from advbench.papers.suites import smoke_suite
+from advbench.resolve import make_train_config
 
 SCALES = ("smoke", "paper")
 _NOT_HASHED = {"device", "data_dir", "download"}
@@ -143,8 +144,7 @@ def _existing_runs(out: Path) -> dict[str, tuple[Path, str]]:
             cfg = record["config"]
         except (OSError, KeyError, ValueError):
             continue
-        summary = run / "summary.json"
-        status = runs.read_json(summary).get("status", "?") if summary.is_file() else "?"
+        status = _summary_status(run)
         init = cfg.get("init_from")
         if init and not runs.is_run_dir(init) and (run / "paper.json").is_file():
             # the base run moved: paper.json remembers the hash of the run this one fine-tuned from
@@ -157,50 +157,54 @@ def _existing_runs(out: Path) -> dict[str, tuple[Path, str]]:
     return found
 
 
-def _slug(label: str) -> str:
-    slug = "".join(ch if ch.isalnum() else "-" for ch in label).strip("-").lower()
-    while "--" in slug:
-        slug = slug.replace("--", "-")
-    return slug
+def _summary_status(run: Path) -> str:
+    """The ``status`` of a run's summary.json (``?`` when it has none yet)."""
+    summary = run / "summary.json"
+    return runs.read_json(summary).get("status", "?") if summary.is_file() else "?"
 
 
-#: defense options measured in epochs: smoke scale multiplies them by smoke epochs / paper epochs
-_EPOCH_OPTIONS = ("schedule_scale", "fosc_epochs", "warmup_epochs")
+def run_action(run: str | Path) -> tuple[str, str | None]:
+    """(action, existing run) for a run planned into the folder ``run`` itself: ``done`` when it completed,
+    ``resume`` when it is a run that did not, ``train`` when there is no run yet."""
+    if not runs.is_run_dir(run):
+        return "train", None
+    return ("done" if _summary_status(Path(run)) == "completed" else "resume"), str(run)
+
+
+def run_hash(options: dict[str, Any], settings: dict[str, Any], init: str | None = None) -> str:
+    """Content hash of the run that ``options`` and ``--set`` ``settings`` resolve to; ``init``: the hash of
+    the run it fine-tunes from (its ``init_from``)."""
+    cfg = config_to_dict(make_train_config(options, settings))
+    if init:
+        cfg["init_from"] = f"run:{init}"
+    return config_hash(cfg)
 
 
 def _smoke_overrides(row: RowRecipe, sm: dict[str, Any], paper_epochs: int) -> dict[str, Any]:
     """Defense options smoke scale changes: the training attack's ``steps`` capped at ``train_attack_steps``;
-    epoch-based curricula (SAT's lambda ramp, DAT's FOSC decay, AWP warm-up) compressed into the smoke epochs
-    and updated per iteration."""
-    import dataclasses
-
-    from advbench.defenses import DEFENSES
-
-    fields = {f.name: f for f in dataclasses.fields(DEFENSES.get(row.defense).Options)}
+    the options the defense measures in epochs (its ``epoch_options``: SAT's lambda ramp, DAT's FOSC decay, AWP
+    warm-up) compressed into the smoke epochs and updated per iteration."""
+    defense = DEFENSES.get(row.defense)
+    fields = {f.name: f for f in dataclasses.fields(defense.Options)}
     out: dict[str, Any] = {}
     if "steps" in fields:
         steps = row.options.get("steps", fields["steps"].default)
         if isinstance(steps, int) and steps > int(sm["train_attack_steps"]):
             out["steps"] = int(sm["train_attack_steps"])
     factor = int(sm["epochs"]) / max(1, int(paper_epochs))
-    for name in _EPOCH_OPTIONS:
+    for name in defense.epoch_options:
         value = row.options.get(name, fields[name].default) if name in fields else None
         if isinstance(value, bool) or not isinstance(value, int | float) or value == 0:
             continue
         scaled = value * factor
         out[name] = max(1, round(scaled)) if isinstance(value, int) else round(scaled, 6)
-    if "schedule_per_iteration" in fields and (set(out) & set(_EPOCH_OPTIONS)):
+    if "schedule_per_iteration" in fields and (set(out) & set(defense.epoch_options)):
         out["schedule_per_iteration"] = True
     return out
 
 
-def make_plan(paper: str, table: str, *, scale: str = "smoke", out: str | Path = "runs",
-              dataset: str | None = None, model: str | None = None, seeds: list[int] | None = None,
-              rows: list[str] | None = None, device: str = "auto", smoke: dict[str, Any] | None = None) -> Plan:
-    """Plan the runs of ``paper`` table ``table``; ``smoke`` overrides entries of :data:`SMOKE` (tests)."""
-    from advbench.config import config_to_dict
-    from advbench.resolve import make_train_config
-
+def _checked_recipe(paper: str, table: str, scale: str, rows: list[str] | None) -> TableRecipe:
+    """The recipe of ``paper`` table ``table``; a UserError for an unknown scale, table, row or source."""
     if scale not in SCALES:
         raise UserError(f"unknown --scale '{scale}'; choose smoke or paper")
     tid = table_id(table)
@@ -212,223 +216,147 @@ def make_plan(paper: str, table: str, *, scale: str = "smoke", out: str | Path =
         unknown = [r for r in rows if r not in recipe.rows]
         if unknown:
             raise UserError(f"{paper} table {tid} has no row {unknown[0]!r}; rows: {', '.join(recipe.rows)}")
-    sm = {**SMOKE, **(smoke or {})}
-    smoke_scale = scale == "smoke"
-    out_dir = Path(out) / f"{paper}-table{tid.replace('(', '').replace(')', '')}-{scale}"
-    base_dir = Path(out) / "smoke-base" if smoke_scale else out_dir
-    substituted = None
-    if dataset:
-        ds = dataset
-    elif smoke_scale and not dataset_available(recipe.dataset):
-        ds = "synthetic"
-        substituted = f"{recipe.dataset} is not on disk: smoke scale substitutes the embedded synthetic dataset"
-    else:
-        ds = recipe.dataset
-    mdl = model or (sm["model"] if smoke_scale else recipe.model)
-    n_eval = int(sm["n_eval"]) if smoke_scale else recipe.n_eval
-    the_seeds = list(seeds) if seeds else list(sm["seeds"] if smoke_scale else recipe.seeds)
-    suites = recipe.suites
-    if smoke_scale:
-        suites = tuple((smoke_suite(s, int(sm["n_eval_expensive"]), n_eval), e) for s, e in recipe.suites)
-    plan = Plan(recipe, scale, out_dir, ds, mdl, n_eval, substituted, smoke=sm)
-    existing = _existing_runs(Path(out))  # a run made for another table with the same config is reused
-
-    def planned(label: str, seed: int, opts: dict[str, Any], settings: dict[str, Any], where: Path,
-                **kw: Any) -> PlannedRun:
-        cfg = config_to_dict(make_train_config(opts, settings))
-        if kw.get("init"):
-            cfg["init_from"] = f"run:{kw['init']}"
-        h = config_hash(cfg)
-        action, found = "train", None
-        if h in existing:
-            run_dir, status = existing[h]
-            action, found = ("done" if status == "completed" else "resume"), str(run_dir)
-        return PlannedRun(label, seed, opts, settings, h, f"{_slug(label)}-s{seed}-{h}", action, found,
-                          out=str(where), **kw)
-
-    def base_options(seed: int, net: str) -> dict[str, Any]:
-        common = {"dataset": ds, "defense": "standard", "eps": recipe.eps, "norm": recipe.norm, "seed": seed,
-                  "device": device, "model": net}
-        if smoke_scale:
-            opts = {**common, **smoke_train_options({}, sm, base=True)}
-            if ds == "synthetic":
-                syn = dict(sm["synthetic_options"])
-                opts["dataset_options"] = {**syn, "n_test": max(int(syn.get("n_test", 0)), n_eval)}
-            return opts
-        return {**common, **recipe.train}
-
-    bases: dict[tuple[int, str], PlannedRun] = {}  # (seed, model) -> the standard run rows fine-tune from
-
-    def base_for(seed: int, net: str) -> PlannedRun:
-        if (seed, net) not in bases:
-            b = planned(BASE_ROW, seed, base_options(seed, net), {}, base_dir, base=True)
-            b.name = f"standard-base{'' if net == mdl else '-' + _slug(net)}-s{seed}-{b.hash}"
-            bases[(seed, net)] = b
-        return bases[(seed, net)]
-
-    row_runs: list[PlannedRun] = []
-    used: list[tuple[int, str]] = []
     if recipe.source not in (None, "standard"):
         raise UserError(f"{recipe.key}: unknown transfer source {recipe.source!r} (only 'standard' is planned)")
+    return recipe
+
+
+def _skip_reason(row: RowRecipe | str, smoke_scale: bool) -> str | None:
+    """Why a printed row is not planned at this scale (None: it is)."""
+    if not isinstance(row, RowRecipe):
+        return row
+    if smoke_scale and not row.smoke:
+        return "paper scale only (too slow for smoke scale on a CPU)"
+    return None
+
+
+class _Planner:
+    """Plans one table at one scale: the shared settings, one base run per (seed, model), and the rows."""
+
+    def __init__(self, recipe: TableRecipe, scale: str, out: Path, dataset: str | None, model: str | None,
+                 device: str, sm: dict[str, Any]) -> None:
+        self.recipe, self.sm, self.device, self.model_override = recipe, sm, device, model
+        self.smoke_scale = scale == "smoke"
+        self.out_dir = out / f"{recipe.paper}-table{recipe.table.replace('(', '').replace(')', '')}-{scale}"
+        self.base_dir = out / "smoke-base" if self.smoke_scale else self.out_dir
+        self.dataset, substituted = self._dataset(dataset)
+        self.model = model or (sm["model"] if self.smoke_scale else recipe.model)
+        self.n_eval = int(sm["n_eval"]) if self.smoke_scale else recipe.n_eval
+        self.suites = recipe.suites
+        if self.smoke_scale:
+            self.suites = tuple((smoke_suite(s, int(sm["n_eval_expensive"]), self.n_eval), e) for s, e in recipe.suites)
+        self.plan = Plan(recipe, scale, self.out_dir, self.dataset, self.model, self.n_eval, substituted, smoke=sm)
+        self.existing = _existing_runs(out)  # a run made for another table with the same config is reused
+        self.bases: dict[tuple[int, str], PlannedRun] = {}  # (seed, model) -> the standard run rows fine-tune from
+        self.used: list[tuple[int, str]] = []  # the bases the plan needs, in the order rows need them
+
+    def _dataset(self, dataset: str | None) -> tuple[str, str | None]:
+        """(dataset, substitution note): smoke scale substitutes the synthetic data for a paper's not on disk."""
+        if dataset:
+            return dataset, None
+        if self.smoke_scale and not dataset_available(self.recipe.dataset):
+            return "synthetic", (f"{self.recipe.dataset} is not on disk: smoke scale substitutes the embedded "
+                                 "synthetic dataset")
+        return self.recipe.dataset, None
+
+    def planned(self, label: str, seed: int, opts: dict[str, Any], settings: dict[str, Any], where: Path,
+                **kw: Any) -> PlannedRun:
+        """One planned run, ``done`` / ``resume`` when a run with its content hash exists under ``out``."""
+        h = run_hash(opts, settings, kw.get("init"))
+        action, found = "train", None
+        if h in self.existing:
+            run_dir, status = self.existing[h]
+            action, found = ("done" if status == "completed" else "resume"), str(run_dir)
+        return PlannedRun(label, seed, opts, settings, h, f"{runs.slug(label, kind='label')}-s{seed}-{h}", action,
+                          found, out=str(where), **kw)
+
+    def base_options(self, seed: int, net: str) -> dict[str, Any]:
+        """TrainConfig options of the standard base run of ``seed`` and model ``net``."""
+        common = {"dataset": self.dataset, "defense": "standard", "eps": self.recipe.eps, "norm": self.recipe.norm,
+                  "seed": seed, "device": self.device, "model": net}
+        if not self.smoke_scale:
+            return {**common, **self.recipe.train}
+        opts = {**common, **smoke_train_options({}, self.sm, base=True)}
+        if self.dataset == "synthetic":
+            syn = dict(self.sm["synthetic_options"])
+            opts["dataset_options"] = {**syn, "n_test": max(int(syn.get("n_test", 0)), self.n_eval)}
+        return opts
+
+    def base_for(self, seed: int, net: str) -> PlannedRun:
+        """The base run of ``seed`` and model ``net`` (planned once, shared by every row that needs it)."""
+        if (seed, net) not in self.bases:
+            b = self.planned(BASE_ROW, seed, self.base_options(seed, net), {}, self.base_dir, base=True)
+            b.name = f"standard-base{'' if net == self.model else '-' + runs.slug(net, kind='label')}-s{seed}-{b.hash}"
+            self.bases[(seed, net)] = b
+        return self.bases[(seed, net)]
+
+    def row_options(self, row: RowRecipe, seed: int, net: str) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        """(TrainConfig options, smoke changes to the defense options, fine-tuned from the base) of a row."""
+        if not self.smoke_scale:
+            return {**self.base_options(seed, net), **row.train, "defense": row.defense}, {}, row.from_standard
+        train = {**self.recipe.train, **row.train}
+        opts = {**self.base_options(seed, net), **smoke_train_options(train, self.sm, base=False),
+                "defense": row.defense}
+        if DEFENSES.get(row.defense).smoke_low_lr(row.options):
+            opts["lr"] = self.sm.get("lr_reg", self.sm["lr"])
+        overrides = _smoke_overrides(row, self.sm, int(train.get("epochs", 100)))
+        return opts, overrides, not (row.defense == "standard" and not row.options)
+
+    def source_of(self, seed: int, net: str) -> str | None:
+        """Hash of the transfer source of a row (an independently trained standard run: another seed's base)."""
+        if self.recipe.source != "standard":
+            return None
+        self.used.append((seed + SOURCE_SEED_OFFSET, net))
+        return self.base_for(seed + SOURCE_SEED_OFFSET, net).hash
+
+    def plan_row(self, label: str, row: RowRecipe, seed: int) -> PlannedRun | None:
+        """The run of one printed row and seed; None when it is the base run itself (or the same run)."""
+        net = self.model_override or ((row.smoke_model if self.smoke_scale else row.model) or self.model)
+        base = self.base_for(seed, net)
+        source = self.source_of(seed, net)
+        opts, overrides, fine_tune = self.row_options(row, seed, net)
+        settings = {f"defense.{k}": v for k, v in {**row.options, **overrides}.items()}
+        if not fine_tune and row.defense == "standard" and not settings:
+            # at smoke scale a plain standard row IS the base run; at paper scale when the configs agree
+            is_base = self.smoke_scale or self.planned(label, seed, opts, settings, self.out_dir).hash == base.hash
+            if is_base and base.row == BASE_ROW:
+                base.row, base.suites = label, self.suites
+                self.used.append((seed, net))
+                return None
+            if is_base:
+                self.plan.skipped_rows[label] = f"same run as row {base.row!r}"
+                return None
+        kw: dict[str, Any] = {"suites": self.suites, "overrides": overrides, "source": source}
+        if fine_tune:
+            opts["init_from"] = str(Path(base.existing) if base.existing else self.base_dir / base.name)
+            kw["init"] = base.hash
+            self.used.append((seed, net))
+        return self.planned(label, seed, opts, settings, self.out_dir, **kw)
+
+    def finish(self, row_runs: list[PlannedRun]) -> Plan:
+        """The plan: the bases used (first), then the rows; a base that is also an attacked row gets a source."""
+        for b in self.bases.values():
+            if b.row != BASE_ROW and self.recipe.source == "standard":
+                b.source = self.bases[(b.seed + SOURCE_SEED_OFFSET, b.options["model"])].hash
+        self.plan.runs = [self.bases[k] for k in dict.fromkeys(self.used)] + row_runs
+        return self.plan
+
+
+def make_plan(paper: str, table: str, *, scale: str = "smoke", out: str | Path = "runs",
+              dataset: str | None = None, model: str | None = None, seeds: list[int] | None = None,
+              rows: list[str] | None = None, device: str = "auto", smoke: dict[str, Any] | None = None) -> Plan:
+    """Plan the runs of ``paper`` table ``table``; ``smoke`` overrides entries of :data:`SMOKE` (tests)."""
+    recipe = _checked_recipe(paper, table, scale, rows)
+    sm = {**SMOKE, **(smoke or {})}
+    planner = _Planner(recipe, scale, Path(out), dataset, model, device, sm)
+    the_seeds = list(seeds) if seeds else list(sm["seeds"] if planner.smoke_scale else recipe.seeds)
+    row_runs: list[PlannedRun] = []
     for label, row in recipe.rows.items():
         if rows and label not in rows:
             continue
-        if not isinstance(row, RowRecipe):
-            plan.skipped_rows[label] = row
+        why = _skip_reason(row, planner.smoke_scale)
+        if why is not None:
+            planner.plan.skipped_rows[label] = why
             continue
-        if smoke_scale and not row.smoke:
-            plan.skipped_rows[label] = "paper scale only (too slow for smoke scale on a CPU)"
-            continue
-        net = model or ((row.smoke_model or mdl) if smoke_scale else (row.model or mdl))
-        for seed in the_seeds:
-            base = base_for(seed, net)
-            source = None
-            if recipe.source == "standard":  # an independently trained standard run: a base run of another seed
-                src = base_for(seed + SOURCE_SEED_OFFSET, net)
-                used.append((seed + SOURCE_SEED_OFFSET, net))
-                source = src.hash
-            if smoke_scale:
-                opts = {**base_options(seed, net),
-                        **smoke_train_options({**recipe.train, **row.train}, sm, base=False), "defense": row.defense}
-                if uses_low_lr(row.defense, row.options):
-                    opts["lr"] = sm.get("lr_reg", sm["lr"])
-                overrides = _smoke_overrides(row, sm, int({**recipe.train, **row.train}.get("epochs", 100)))
-                fine_tune = not (row.defense == "standard" and not row.options)
-            else:
-                opts = {**base_options(seed, net), **row.train, "defense": row.defense}
-                overrides = {}
-                fine_tune = row.from_standard
-            settings = {f"defense.{k}": v for k, v in {**row.options, **overrides}.items()}
-            if not fine_tune and row.defense == "standard" and not settings:
-                # at smoke scale a plain standard row IS the base run; at paper scale when the configs agree
-                is_base = smoke_scale or planned(label, seed, opts, settings, out_dir).hash == base.hash
-                if is_base and base.row == BASE_ROW:
-                    base.row, base.suites = label, suites
-                    used.append((seed, net))
-                    continue
-                if is_base:
-                    plan.skipped_rows[label] = f"same run as row {base.row!r}"
-                    continue
-            if fine_tune:
-                opts["init_from"] = str(Path(base.existing) if base.existing else base_dir / base.name)
-                p = planned(label, seed, opts, settings, out_dir, init=base.hash, suites=suites, overrides=overrides,
-                            source=source)
-                used.append((seed, net))
-            else:
-                p = planned(label, seed, opts, settings, out_dir, suites=suites, overrides=overrides, source=source)
-            row_runs.append(p)
-    for b in bases.values():  # a base run that is also a row is attacked, so it needs the source too
-        if b.row != BASE_ROW and recipe.source == "standard":
-            b.source = bases[(b.seed + SOURCE_SEED_OFFSET, b.options["model"])].hash
-    plan.runs = [bases[k] for k in dict.fromkeys(used)] + row_runs
-    return plan
-
-
-def _paper_record(p: PlannedRun, meta: dict[str, Any], run_dir: Path, base_dirs: dict[str, str]) -> dict[str, Any]:
-    """The paper.json of a run: first table's record, plus the row it fills in every table that uses it."""
-    key = f"{meta['paper']}:{meta['table']}"
-    row = None if p.row == BASE_ROW else p.row
-    record = {**meta, "row": row, "config_hash": p.hash, "role": "base" if p.base else "row",
-              "init_from": ({"run": base_dirs.get(p.init), "config_hash": p.init} if p.init else None),
-              "smoke_overrides": p.overrides, "rows": {key: row} if row else {}, "also_used_by": []}
-    meta_file = run_dir / "paper.json"
-    if meta_file.is_file():  # a run reused by another table keeps its first record and lists the others
-        first = runs.read_json(meta_file)
-        same = (first.get("paper"), first.get("table")) == (meta["paper"], meta["table"])
-        uses = [u for u in first.get("also_used_by", []) if u != key]
-        rows = dict(first.get("rows") or {})
-        if first.get("row") and first.get("paper"):
-            rows.setdefault(f"{first['paper']}:{first['table']}", first["row"])
-        if row:
-            rows[key] = row
-        record = {**first, "rows": rows, "also_used_by": uses + ([] if same else [key]),
-                  "smoke": meta.get("smoke"), "n_eval": meta.get("n_eval")}  # the settings of its latest use
-        if same and row and not first.get("row"):
-            record["row"] = row
-    return record
-
-
-def _execute(p: PlannedRun, out: str, n_eval: int, meta: dict[str, Any], quiet: bool, device: str,
-             base_dirs: dict[str, str] | None = None, threads: int | None = None) -> str:
-    """Train (or resume, or reuse) one planned run, then run its attack suites; returns the run directory."""
-    from advbench import api
-
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    base_dirs = base_dirs or {}
-    if p.action == "done" and p.existing:
-        run_dir = Path(p.existing)
-    elif p.action == "resume" and p.existing:
-        run_dir, _ = api.train(resume=p.existing, quiet=quiet)
-    else:
-        opts = dict(p.options)
-        if p.init and p.init in base_dirs:
-            opts["init_from"] = base_dirs[p.init]
-        run_dir, _ = api.train(out=p.out or out, name=p.name, settings=p.settings, quiet=quiet, **opts)
-    run_dir = Path(run_dir)
-    runs.write_json(run_dir / "paper.json", _paper_record(p, meta, run_dir, base_dirs))
-    for suite, eps in p.suites:
-        ensure_suite(suite)  # smoke variants are registered on demand (also in spawned processes)
-        source = base_dirs.get(p.source) if p.source and _has_transfer(suite) else None
-        api.attack(run_dir, suite=suite, eps=eps, n_eval=n_eval, batch_size=250, device=device, quiet=quiet,
-                   source=source)
-    return str(run_dir)
-
-
-def _has_transfer(suite: str) -> bool:
-    from advbench.attacks import SUITES
-
-    return any(e.attack == "transfer" for e in SUITES.get(suite).entries)
-
-
-def run_plan(plan: Plan, *, jobs: int = 1, quiet: bool = True, device: str = "auto",
-             log: Callable[[str], None] | None = None, threads: int | None = None) -> list[Path]:
-    """Execute ``plan`` (``jobs`` > 1: independent runs in parallel processes); returns the run directories
-    of the table's rows (base runs first, then the runs that fine-tune from them). ``threads``: torch CPU
-    threads per process (default: torch's own)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        return _run_stages(plan, jobs, quiet, device, log, threads)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _run_stages(plan: Plan, jobs: int, quiet: bool, device: str, log: Callable[[str], None] | None,
-                threads: int | None) -> list[Path]:
-    plan.out.mkdir(parents=True, exist_ok=True)
-    meta = {"paper": plan.recipe.paper, "table": plan.recipe.table, "scale": plan.scale, "dataset": plan.dataset,
-            "model": plan.model, "n_eval": plan.n_eval, "substituted": plan.substituted,
-            "smoke": {k: v for k, v in plan.smoke.items() if k != "seeds"} if plan.scale == "smoke" else None}
-    base_dirs: dict[str, str] = {}
-    done: dict[int, Path] = {}
-    stages = [[i for i, p in enumerate(plan.runs) if p.base], [i for i, p in enumerate(plan.runs) if not p.base]]
-    for stage in stages:  # base runs first: the others fine-tune from them
-        if not stage:
-            continue
-        if jobs <= 1 or len(stage) <= 1:
-            for i in stage:
-                p = plan.runs[i]
-                if log:
-                    log(f"{p.action} {p.row} seed {p.seed}" + (" (base run)" if p.base else ""))
-                done[i] = Path(_execute(p, str(plan.out), plan.n_eval, meta, quiet, device, base_dirs))
-        else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-                futures = {i: pool.submit(_execute, plan.runs[i], str(plan.out), plan.n_eval, meta, quiet, device,
-                                          dict(base_dirs), threads) for i in stage}
-                for i, f in futures.items():
-                    done[i] = Path(f.result())
-                    if log:
-                        log(f"finished {plan.runs[i].row} seed {plan.runs[i].seed}")
-        for i in stage:
-            if plan.runs[i].base:
-                base_dirs[plan.runs[i].hash] = str(done[i])
-    return [done[i] for i in range(len(plan.runs)) if plan.runs[i].row != BASE_ROW]
+        row_runs += [p for seed in the_seeds if (p := planner.plan_row(label, row, seed)) is not None]
+    return planner.finish(row_runs)
