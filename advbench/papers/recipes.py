@@ -26,6 +26,12 @@ SOURCE_SEED_OFFSET = 1000  # seed of a transfer-source run = the row's seed + th
 #: (``init_from``), with the training attacks capped at ``train_attack_steps`` steps. Attacks run on the
 #: first ``n_eval`` test images; the expensive entries of a suite (PGD-1000, PGD-20 x 50 restarts,
 #: AutoAttack, ...) run on the first ``n_eval_expensive`` of them (see :func:`advbench.papers.suites.smoke_suite`).
+#: ``lr_reg`` is the fine-tuning lr of rows whose defense says ``smoke_low_lr`` (TRADES family, input-gradient
+#: regularizers; see :meth:`advbench.defenses.Defense.smoke_low_lr`). At ``lr`` their regularizer wipes out much
+#: of the base model's accuracy in the first epoch and 3 epochs do not recover it; measured on synthetic/small-cnn
+#: (val clean / PGD-5 after 3 epochs): TRADES beta 9 64/34 at 0.002 vs 90/53 at 0.0005, CURE 22/18 vs 48/31,
+#: double backprop 68/39 vs 98/34, while PGD-AT (96/61 vs 97/46), SOAR (95/56 vs 97/42) and MMA (92/48 vs 91/41)
+#: are better at 0.002.
 SMOKE: dict[str, Any] = {
     "model": "small-cnn", "base_epochs": 10, "base_n_train": 4000, "epochs": 3, "n_train": 2000, "batch_size": 128,
     "optimizer": "adam", "lr": 0.002, "lr_reg": 0.0005, "schedule": "cosine", "weight_decay": 0.0,
@@ -33,14 +39,6 @@ SMOKE: dict[str, Any] = {
     "n_eval": 250, "n_eval_expensive": 100, "seeds": (0,),
     "synthetic_options": {"n_train": 4500, "n_test": 250},
 }
-#: ``lr_reg``: the fine-tuning lr of rows whose defense says ``smoke_low_lr`` (TRADES family, input-gradient
-#: regularizers; see :meth:`advbench.defenses.Defense.smoke_low_lr`). At ``lr`` their regularizer wipes out much
-#: of the base model's accuracy in the first epoch and 3 epochs do not recover it; measured on synthetic/small-cnn
-#: (val clean / PGD-5 after 3 epochs): TRADES beta 9 64/34 at 0.002 vs 90/53 at 0.0005, CURE 22/18 vs 48/31,
-#: double backprop 68/39 vs 98/34, while PGD-AT (96/61 vs 97/46), SOAR (95/56 vs 97/42) and MMA (92/48 vs 91/41)
-#: are better at 0.002.
-
-
 #: TrainConfig keys that smoke scale sets itself (a recipe's values for them apply at paper scale only)
 SMOKE_TRAIN_KEYS = ("epochs", "n_train", "batch_size", "optimizer", "lr", "schedule", "weight_decay",
                     "val_n", "val_attack_steps")
@@ -76,12 +74,13 @@ def smoke_train_options(train: dict[str, Any], smoke: dict[str, Any], *, base: b
     return opts
 
 
-_SMOKE_SUFFIX = re.compile(r"^(?P<suite>.+)-smoke(?P<n>\d+)$")
+#: the name of a smoke variant of a suite: ``SUITE-smokeN`` (its expensive entries on the first N images)
+SMOKE_SUITE_NAME = re.compile(r"^(?P<suite>.+)-smoke(?P<n>\d+)$")
 
 
 def smoke_suite_parent(name: str) -> str:
     """``pgd-smoke50`` -> ``pgd``; any other name unchanged (torch-free: the report side uses it)."""
-    m = _SMOKE_SUFFIX.match(name)
+    m = SMOKE_SUITE_NAME.match(name)
     return m["suite"] if m else name
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from advbench.attacks import ATTACKS, SUITES, SuiteEntry
 from advbench.attacks.suites import register_suite
-from advbench.papers.recipes import _SMOKE_SUFFIX, load_recipe_modules
+from advbench.papers.recipes import SMOKE_SUITE_NAME, load_recipe_modules
 
 
 def register_paper_suites() -> None:
@@ -57,7 +57,7 @@ def ensure_suite(name: str) -> str:
     """Register the paper suites, and the smoke variant ``SUITE-smokeN`` if ``name`` is one and is not
     registered yet; returns ``name`` (the suite registry's lookup hook)."""
     register_paper_suites()
-    m = _SMOKE_SUFFIX.match(name)
+    m = SMOKE_SUITE_NAME.match(name)
     if m is None or name in SUITES.names() or m["suite"] not in SUITES.names():
         return name
     n = int(m["n"])
