@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from advbench.errors import UserError
 
@@ -329,6 +330,21 @@ def _walk_runs(root: Path) -> list[Path]:
 
 #: longest run name accepted (bytes): leaves room for a ``-N`` suffix and the files inside under NAME_MAX
 MAX_RUN_NAME = 200
+
+#: what :func:`slug` keeps: ``file`` = ASCII letters, digits, ``.``, ``_`` and ``-``; ``label`` = letters and
+#: digits of any script (``_`` and ``.`` included in what is replaced)
+_SLUG_DROP = {"file": re.compile(r"[^A-Za-z0-9._-]+"), "label": re.compile(r"[\W_]+")}
+
+
+def slug(text: str, *, sep: str = "-", default: str = "", kind: Literal["file", "label"] = "file") -> str:
+    """``text`` as one safe name component: each run of characters that ``kind`` does not keep becomes one
+    ``sep``, ``sep`` is stripped from both ends, and an empty result becomes ``default``.
+
+    The two kinds name things that already exist on disk, so neither may change: ``file`` keeps case
+    (``--model-module`` run folders, AutoAttack's per-batch state files with ``sep="_"``); ``label`` is lower
+    case (the row part of reproduce's run names, ``adv-train-pgd-10-s0-HASH``, found again by name)."""
+    out = _SLUG_DROP[kind].sub(sep, text).strip(sep)
+    return (out.lower() if kind == "label" else out) or default
 
 
 def check_run_name(name: str) -> str:

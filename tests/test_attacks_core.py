@@ -277,6 +277,7 @@ def test_set_options_are_typed_before_they_key_a_job():
 
 
 def test_suites_defined_by_paper_recipes_are_found_by_name():
+    import advbench.api  # noqa: F401  (the api installs the lookup of paper and smoke suites)
     from advbench.attacks import SUITES
     from advbench.errors import UserError
 

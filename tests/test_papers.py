@@ -91,7 +91,7 @@ def test_cli_reproduce_list(capsys):
 @pytest.mark.parametrize("paper,table", [(p, t) for p, t, s, _ in all_tables() if s in ("reproducible", "partial")])
 @pytest.mark.parametrize("scale", ["smoke", "paper"])
 def test_every_recipe_plans_valid_configs(paper, table, scale, tmp_path):
-    from advbench.papers.reproduce import make_plan
+    from advbench.papers.plan import make_plan
 
     plan = make_plan(paper, table, scale=scale, out=tmp_path)
     recipe = get_recipe(paper, table)
@@ -143,14 +143,17 @@ def test_reproduce_renders_measured_beside_published(reproduced):
 
 
 def test_restarted_reproduce_redoes_no_finished_run(reproduced, monkeypatch):
+    import importlib
+
     from advbench import api
-    from advbench.papers.reproduce import make_plan
+    from advbench.papers.plan import make_plan
 
     out, _, _ = reproduced
     plan = make_plan("scorpio", "2b", out=out, rows=_ROWS, smoke=_TINY, device="cpu")
     assert [p.action for p in plan.runs] == ["done", "done"]
     calls = []
-    monkeypatch.setattr(api, "train", lambda *a, **k: calls.append(k) or (_ for _ in ()).throw(AssertionError))
+    executor = importlib.import_module("advbench.api.reproduce")  # the module (api.reproduce is the function)
+    monkeypatch.setattr(executor, "train", lambda *a, **k: calls.append(k) or (_ for _ in ()).throw(AssertionError))
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("attacks/*.json")}
     api.reproduce("scorpio", "2b", out=out, rows=_ROWS, smoke=_TINY, device="cpu")
     assert calls == []
@@ -161,7 +164,7 @@ def test_restarted_reproduce_redoes_no_finished_run(reproduced, monkeypatch):
 def test_runs_anywhere_under_out_are_found_by_config_hash(reproduced, tmp_path):
     import shutil
 
-    from advbench.papers.reproduce import make_plan
+    from advbench.papers.plan import make_plan
 
     out, _, _ = reproduced
     shutil.copytree(out, tmp_path / "elsewhere" / "renamed")  # e.g. made for another table with the same configs
@@ -174,7 +177,7 @@ def test_interrupted_run_is_resumed_not_restarted(reproduced, tmp_path):
     import shutil
 
     from advbench import runs
-    from advbench.papers.reproduce import make_plan
+    from advbench.papers.plan import make_plan
 
     out, _, _ = reproduced
     copy = tmp_path / "copy"
@@ -189,7 +192,8 @@ def test_interrupted_run_is_resumed_not_restarted(reproduced, tmp_path):
 
 def test_latex_parses_back_to_the_grid_numbers(reproduced):
     from advbench.report import load_frame
-    from advbench.report.paper_grids import build_paper_grid, parse_latex_numbers, to_latex
+    from advbench.report.latex import parse_latex_numbers
+    from advbench.report.paper_grids import build_paper_grid, to_latex
 
     out, _, _ = reproduced
     grid = build_paper_grid(load_frame([out]), "scorpio", "2(b)")
@@ -249,8 +253,8 @@ def test_cli_report_grid_paper_and_dry_run(reproduced, capsys):
 
 
 def test_smoke_rows_fine_tune_from_a_base_run_shared_between_tables(tmp_path):
+    from advbench.papers.plan import BASE_ROW, make_plan
     from advbench.papers.recipes import SMOKE
-    from advbench.papers.reproduce import BASE_ROW, make_plan
 
     soar = make_plan("soar", "1", out=tmp_path)
     sat = make_plan("sat", "1", out=tmp_path)
@@ -277,7 +281,7 @@ def test_smoke_rows_fine_tune_from_a_base_run_shared_between_tables(tmp_path):
 
 
 def test_base_run_of_one_table_is_reused_by_another(reproduced):
-    from advbench.papers.reproduce import make_plan
+    from advbench.papers.plan import make_plan
 
     out, _, _ = reproduced
     plan = make_plan("soar", "1", out=out, rows=["ResNet / ADV"], smoke=_TINY, device="cpu")
@@ -287,7 +291,7 @@ def test_base_run_of_one_table_is_reused_by_another(reproduced):
 
 def test_jobs_2_runs_independent_runs_in_processes_and_reruns_skip_them(tmp_path):
     from advbench import api, runs
-    from advbench.papers.reproduce import make_plan
+    from advbench.papers.plan import make_plan
 
     rows = ["Gradient Reg", "Adv Train (PGD-10)"]
     _, text = api.reproduce("scorpio", "2b", out=tmp_path, rows=rows, smoke=_TINY, device="cpu", jobs=2, threads=1)
@@ -303,7 +307,7 @@ def test_jobs_2_runs_independent_runs_in_processes_and_reruns_skip_them(tmp_path
 
 def test_black_box_table_trains_an_independent_source_and_fills_the_transfer_column(tmp_path):
     from advbench import api, runs
-    from advbench.papers.reproduce import make_plan
+    from advbench.papers.plan import make_plan
 
     rows = ["SOAR - PGD1 init"]
     _, text = api.reproduce("soar", "7", out=tmp_path, rows=rows, smoke=_TINY, device="cpu")

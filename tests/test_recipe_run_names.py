@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from advbench.papers.reproduce import make_plan
+from advbench.papers.plan import make_plan
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "recipe_run_names.json").read_text())
 

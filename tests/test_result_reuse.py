@@ -145,7 +145,7 @@ def test_digests_see_values_dtypes_shapes_and_labels():
 
 
 def test_reproduce_config_hash_covers_every_field_that_decides_a_run(tmp_path):
-    from advbench.papers.reproduce import _NOT_HASHED, config_hash
+    from advbench.papers.plan import _NOT_HASHED, config_hash
 
     base = config_to_dict(TrainConfig())
     h0 = config_hash(base)

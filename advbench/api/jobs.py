@@ -4,7 +4,6 @@ the evaluation job (build it, reuse a stored result with the same fingerprint, o
 from __future__ import annotations
 
 import contextlib
-import re
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,6 @@ def suite_for(suite: str | None, attack: str | None, attack_options: dict[str, A
     if attack_options:
         raise UserError("--set for attacks needs --attack NAME (suites have fixed settings)")
     return SUITES.get(suite or "pgd")
-
-
-def slug(text: str) -> str:
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
 
 
 def threats_for(eps: str | None, norm: str, default_eps: str) -> list[Any]:

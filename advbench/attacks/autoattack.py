@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -121,10 +120,6 @@ def make_autoattack(model: nn.Module, threat: ThreatModel, *, version: str, atta
     return aa
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "attack"
-
-
 @dataclass
 class _BatchState:
     """Progress of AutoAttack on one batch: components done, robust flags, who fooled each point."""
@@ -157,7 +152,7 @@ class AutoAttackBase(Attack):
         ctx = self.context
         if ctx.state_dir is None:
             return None
-        stem = f"{_slug(ctx.key or self.name)}.b{ctx.batch}"
+        stem = f"{runs.slug(ctx.key or self.name, sep='_', default='attack')}.b{ctx.batch}"
         return ctx.state_dir / f"{stem}.json", ctx.state_dir / f"{stem}.pt"
 
     def _fingerprint(self, components: list[str], x: torch.Tensor, y: torch.Tensor) -> str:

@@ -41,17 +41,6 @@ class Suite:
 SUITES: Registry[Suite] = Registry("suite")
 
 
-def _paper_suite(name: str) -> None:
-    """Suites defined by paper recipes (``soar-init``, ``scorpio-um-steps``, ``SUITE-smokeN``) register when
-    the recipes load: load them on the first miss, so ``advbench attack --suite soar-init`` finds them."""
-    from advbench.papers.recipes import ensure_suite
-
-    ensure_suite(name)
-
-
-SUITES.on_miss(_paper_suite)
-
-
 def register_suite(name: str, entries: list[SuiteEntry], description: str) -> Suite:
     """Create and register a suite."""
     suite = Suite(name, tuple(entries), description)

@@ -70,9 +70,9 @@ def attack(
             raise UserError("give either a RUN directory or --model-module, not both")
         if not dataset:
             raise UserError("--model-module needs --dataset NAME (advbench list datasets)")
-        from advbench.api.jobs import slug
+        from advbench.runs import slug
 
-        where = out or Path("runs") / slug(model_module.split(":")[-1])
+        where = out or Path("runs") / slug(model_module.split(":")[-1], default="model")
         result = api.evaluate(model_module, dataset=dataset, data_dir=data_dir, norm=norm or "linf", out=where,
                               checkpoint=checkpoint, **{**common, "eps": eps or "8/255"})
         target = where

@@ -10,6 +10,7 @@ import typer
 
 from advbench.cli.app import QuietOpt, app, console
 from advbench.errors import UserError
+from advbench.papers import paper_names  # file discovery only: no recipe module, no torch
 
 
 @app.command()
@@ -40,7 +41,7 @@ def report(
 
 @app.command()
 def reproduce(
-    paper: Annotated[Optional[str], typer.Argument(help="Paper: soar, scorpio, randomized-at, gradient-reg, sat.",
+    paper: Annotated[Optional[str], typer.Argument(help=f"Paper: {', '.join(paper_names())}.",
                                                    show_default=False)] = None,
     table: Annotated[Optional[str], typer.Option("--table", "-t", help="Table as printed: 1, 2a, ...")] = None,
     scale: Annotated[str, typer.Option(help="smoke (minutes on a CPU; synthetic data when the paper's is not on "

@@ -1,4 +1,4 @@
-"""Published numbers of the five seed papers (package data) and the printed layout of each table.
+"""Published numbers of the seed papers (package data) and the printed layout of each table.
 
 Every numeric CSV has the schema ``paper,table,dataset,architecture,norm,eps,defense,variant,metric,value,
 unit,std,notes`` (see ``published/README`` in the specs). :func:`table_layout` turns one table into the
@@ -15,8 +15,10 @@ from importlib import resources
 import pandas as pd
 
 from advbench.errors import UserError
+from advbench.papers import paper_names
 
-PAPERS = ("soar", "scorpio", "randomized-at", "gradient-reg", "sat")
+#: the discovered papers (see :mod:`advbench.papers`), sorted by name
+PAPERS = paper_names()
 _FIELDS = ("dataset", "architecture", "norm", "eps", "defense", "variant", "metric")
 _ROW_FIELDS = ("dataset", "architecture", "defense", "variant")
 _COL_FIELDS = ("metric", "eps", "norm")
@@ -148,16 +150,3 @@ def table_layout(paper: str, table: str) -> TableLayout:
                                              None if pd.isna(std) else float(std), rec["unit"], rec["notes"])
     return layout
 
-
-def caption_of(paper: str, table: str) -> str:
-    """A short caption from the CSV: dataset(s), architecture(s), norm and eps as printed."""
-    df = load_published(paper, table)
-    parts = []
-    for f in ("dataset", "architecture", "norm"):
-        vals = [v for v in dict.fromkeys(df[f]) if v]
-        if vals:
-            parts.append(", ".join(vals))
-    eps = [v for v in dict.fromkeys(df["eps"]) if v]
-    if eps:
-        parts.append("eps " + ", ".join(eps))
-    return "; ".join(parts)

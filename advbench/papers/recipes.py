@@ -8,10 +8,13 @@ test-set size; ``smoke`` scale shrinks them (see :data:`SMOKE`) so a whole grid 
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Literal
 
+from advbench.papers import paper_modules
 from advbench.papers.published import published_tables, table_id, table_layout
 
 Transform = Literal["acc", "error", "sum"]
@@ -22,7 +25,13 @@ SOURCE_SEED_OFFSET = 1000  # seed of a transfer-source run = the row's seed + th
 #: and shared by every table (content hash); every other row fine-tunes from it for ``epochs`` epochs
 #: (``init_from``), with the training attacks capped at ``train_attack_steps`` steps. Attacks run on the
 #: first ``n_eval`` test images; the expensive entries of a suite (PGD-1000, PGD-20 x 50 restarts,
-#: AutoAttack, ...) run on the first ``n_eval_expensive`` of them (see :func:`smoke_suite`).
+#: AutoAttack, ...) run on the first ``n_eval_expensive`` of them (see :func:`advbench.papers.suites.smoke_suite`).
+#: ``lr_reg`` is the fine-tuning lr of rows whose defense says ``smoke_low_lr`` (TRADES family, input-gradient
+#: regularizers; see :meth:`advbench.defenses.Defense.smoke_low_lr`). At ``lr`` their regularizer wipes out much
+#: of the base model's accuracy in the first epoch and 3 epochs do not recover it; measured on synthetic/small-cnn
+#: (val clean / PGD-5 after 3 epochs): TRADES beta 9 64/34 at 0.002 vs 90/53 at 0.0005, CURE 22/18 vs 48/31,
+#: double backprop 68/39 vs 98/34, while PGD-AT (96/61 vs 97/46), SOAR (95/56 vs 97/42) and MMA (92/48 vs 91/41)
+#: are better at 0.002.
 SMOKE: dict[str, Any] = {
     "model": "small-cnn", "base_epochs": 10, "base_n_train": 4000, "epochs": 3, "n_train": 2000, "batch_size": 128,
     "optimizer": "adam", "lr": 0.002, "lr_reg": 0.0005, "schedule": "cosine", "weight_decay": 0.0,
@@ -30,25 +39,6 @@ SMOKE: dict[str, Any] = {
     "n_eval": 250, "n_eval_expensive": 100, "seeds": (0,),
     "synthetic_options": {"n_train": 4500, "n_test": 250},
 }
-#: defenses whose loss adds a heavily weighted regularizer to the CE (TRADES family: beta-weighted KL / boosted
-#: term; input-gradient regularizers): fine-tuned at ``lr_reg`` at smoke scale. At ``lr`` their regularizer
-#: wipes out much of the base model's accuracy in the first epoch and 3 epochs do not recover it; measured on
-#: synthetic/small-cnn (val clean / PGD-5 after 3 epochs): TRADES beta 9 64/34 at 0.002 vs 90/53 at 0.0005,
-#: CURE 22/18 vs 48/31, double backprop 68/39 vs 98/34, while PGD-AT (96/61 vs 97/46), SOAR (95/56 vs 97/42)
-#: and MMA (92/48 vs 91/41) are better at 0.002.
-REG_DEFENSES = {"trades", "mart", "trades-awp", "grad-reg", "grad-reg-fd", "cure", "llr"}
-
-
-def uses_low_lr(defense: str, options: dict[str, Any]) -> bool:
-    """True for rows fine-tuned at smoke ``lr_reg`` (TRADES family, also rat / awp on a TRADES base, and
-    input-gradient regularizers)."""
-    if defense in REG_DEFENSES:
-        return True
-    if defense == "rat":
-        return str(options.get("base", "trades")) in ("trades", "awp-trades", "awp")
-    return defense == "awp" and options.get("base") == "trades"
-
-
 #: TrainConfig keys that smoke scale sets itself (a recipe's values for them apply at paper scale only)
 SMOKE_TRAIN_KEYS = ("epochs", "n_train", "batch_size", "optimizer", "lr", "schedule", "weight_decay",
                     "val_n", "val_attack_steps")
@@ -84,78 +74,13 @@ def smoke_train_options(train: dict[str, Any], smoke: dict[str, Any], *, base: b
     return opts
 
 
-#: attacks that cost far more than a PGD-20 per image: smoke scale runs them on ``n_eval_expensive`` images
-EXPENSIVE_ATTACKS = {"autoattack", "apgd-ce", "apgd-t", "apgd-dlr", "fab", "fab-t", "square", "simba", "rays",
-                     "min-dist"}
-_SMOKE_SUFFIX = re.compile(r"^(?P<suite>.+)-smoke(?P<n>\d+)$")
-
-
-def _expensive(entry: Any) -> bool:
-    if entry.attack in EXPENSIVE_ATTACKS:
-        return True
-    steps = int(entry.options.get("steps", 0) or 0) * int(entry.options.get("restarts", 1) or 1)
-    return steps > 200
-
-
-def smoke_suite(suite: str, n_expensive: int, n_eval: int) -> str:
-    """The smoke variant of ``suite``: its expensive entries on the first ``n_expensive`` images.
-
-    Returns ``suite`` itself when nothing is expensive or ``n_expensive >= n_eval``; otherwise registers
-    (once) and returns ``SUITE-smokeN``. Labels are unchanged, so the grid's columns still find them.
-    """
-    from advbench.attacks import SUITES
-
-    if suite not in SUITES.names() or n_expensive >= n_eval:
-        return suite
-    entries = SUITES.get(suite).entries
-    if not any(_expensive(e) for e in entries):
-        return suite
-    return ensure_suite(f"{suite}-smoke{int(n_expensive)}")
-
-
-def ensure_suite(name: str) -> str:
-    """Register the smoke variant ``SUITE-smokeN`` if ``name`` is one and is not registered yet."""
-    import dataclasses
-
-    from advbench.attacks import SUITES
-    from advbench.attacks.suites import register_suite
-
-    _load_all()  # paper modules register their own suites
-    m = _SMOKE_SUFFIX.match(name)
-    if m is None or name in SUITES.names() or m["suite"] not in SUITES.names():
-        return name
-    n = int(m["n"])
-    parent = SUITES.get(m["suite"])
-    entries, notes = [], []
-    for e in parent.entries:
-        if not _expensive(e):
-            entries.append(e)
-            continue
-        options, changed = _cheaper(e)
-        entries.append(dataclasses.replace(e, options=options, subset=min(n, e.subset or n)))
-        notes.append(f"{e.label}{f' ({changed})' if changed else ''}")
-    register_suite(name, entries, f"smoke variant of {m['suite']}, on the first {n} images only: {'; '.join(notes)}")
-    return name
-
-
-def _cheaper(entry: Any) -> tuple[dict[str, Any], str]:
-    """Smoke options of an expensive entry: AutoAttack keeps APGD-CE and APGD-T (FAB-T and Square, slow on a CPU
-    and rarely decisive on unmasked models, are dropped); lone targeted components attack 3 target classes;
-    Square gets 1000 queries. Returns (options, what changed)."""
-    o = dict(entry.options)
-    if entry.attack == "autoattack" and o.get("version", "standard") == "standard":
-        return ({**o, "version": "custom", "attacks": ["apgd-ce", "apgd-t"], "n_restarts": 1},
-                "APGD-CE + APGD-T only, FAB-T and Square dropped")
-    if entry.attack in ("apgd-t", "fab-t") and o.get("n_target_classes") is None:
-        return {**o, "n_target_classes": 3}, "3 target classes"
-    if entry.attack == "square" and "n_queries" not in o:
-        return {**o, "n_queries": 1000}, "1000 queries"
-    return o, ""
+#: the name of a smoke variant of a suite: ``SUITE-smokeN`` (its expensive entries on the first N images)
+SMOKE_SUITE_NAME = re.compile(r"^(?P<suite>.+)-smoke(?P<n>\d+)$")
 
 
 def smoke_suite_parent(name: str) -> str:
-    """``pgd-smoke50`` -> ``pgd``; any other name unchanged."""
-    m = _SMOKE_SUFFIX.match(name)
+    """``pgd-smoke50`` -> ``pgd``; any other name unchanged (torch-free: the report side uses it)."""
+    m = SMOKE_SUITE_NAME.match(name)
     return m["suite"] if m else name
 
 
@@ -238,13 +163,15 @@ def no_recipe(paper: str, table: str, reason: str) -> None:
     _NO_RECIPE[(paper, table_id(table))] = reason
 
 
-def _load_all() -> None:
-    from advbench.papers import gradient_reg, randomized_at, sat, scorpio, soar  # noqa: F401
+def load_recipe_modules() -> list[ModuleType]:
+    """Import every discovered paper module (:func:`advbench.papers.paper_modules`); importing one registers its
+    tables. Torch-free: the modules import only this one."""
+    return [importlib.import_module(f"advbench.papers.{m}") for m in paper_modules().values()]
 
 
 def get_recipe(paper: str, table: str) -> TableRecipe | None:
     """The recipe of ``paper`` table ``table``, or None when none is written."""
-    _load_all()
+    load_recipe_modules()
     return _RECIPES.get((paper, table_id(table)))
 
 
@@ -252,7 +179,9 @@ def missing_parts(recipe: TableRecipe) -> list[str]:
     """Defenses, suites or attacks the recipe needs that are not registered (empty: reproducible now)."""
     from advbench.attacks import SUITES
     from advbench.defenses import DEFENSES
+    from advbench.papers.suites import register_paper_suites
 
+    register_paper_suites()
     missing: list[str] = []
     for r in recipe.rows.values():
         if isinstance(r, RowRecipe) and r.defense not in DEFENSES.names():
@@ -270,7 +199,7 @@ def missing_parts(recipe: TableRecipe) -> list[str]:
 
 def table_status(paper: str, table: str) -> tuple[str, str]:
     """(status, detail) of a table: ``reproducible``, ``partial``, ``needs`` or ``no recipe``."""
-    _load_all()
+    load_recipe_modules()
     tid = table_id(table)
     recipe = _RECIPES.get((paper, tid))
     if recipe is None:

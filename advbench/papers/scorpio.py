@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from advbench.attacks.suites import SUITES, SuiteEntry, register_suite
+from typing import TYPE_CHECKING
+
 from advbench.papers.recipes import ColumnRecipe, RowRecipe, TableRecipe, register
+
+if TYPE_CHECKING:
+    from advbench.attacks.suites import SuiteEntry
 
 _ROWS = {
     "Standard": RowRecipe("standard"),
@@ -33,12 +37,18 @@ for _t, _norm, _eps in (("2(a)", "l2", "0.5"), ("2(b)", "linf", "8/255")):
         compute="6 ResNet-18 runs x 100 epochs: ~15 GPU-hours (SCORPIO N=3 ~ 5 passes per step)",
         discrepancies=_DISC,
     ))
-if "scorpio-um-steps" not in SUITES.names():
-    register_suite(
-        "scorpio-um-steps",
+
+
+def define_suites() -> dict[str, tuple[list[SuiteEntry], str]]:
+    """The suite of SCORPIO Table 1 (registered by :mod:`advbench.papers.suites` on first lookup)."""
+    from advbench.attacks.suites import SuiteEntry
+
+    return {"scorpio-um-steps": (
         [SuiteEntry(f"UM-{k}", "scorpio-um", {"steps": k, "step_size": 0.1}) for k in (10, 20, 40, 100)],
         "SCORPIO Table 1: PGD(10/20/40/100) on the untargeted margin, step 0.1 (L2 0.5), no random start, use_best",
-    )
+    )}
+
+
 register(TableRecipe(
     paper="scorpio", table="1", dataset="cifar10", model="resnet18", norm="l2", eps="0.5", train=dict(_TRAIN),
     rows={"SCORPIO (FE,N=1)": RowRecipe("scorpio", {"scheme": "fe", "fw_steps": 1}, from_standard=True),

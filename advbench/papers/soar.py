@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from advbench.attacks.suites import SUITES, SuiteEntry, register_suite
+from typing import TYPE_CHECKING
+
 from advbench.papers.recipes import ColumnRecipe, RowRecipe, TableRecipe, no_recipe, register
+
+if TYPE_CHECKING:
+    from advbench.attacks.suites import SuiteEntry
 
 _SCHED = {"epochs": 200, "batch_size": 128, "lr": 0.1, "schedule": "multistep", "milestones": [100, 150],
           "weight_decay": 2e-4, "momentum": 0.9, "model_options": {"bn": False}}
@@ -140,17 +144,26 @@ register(TableRecipe(
                            "Keras CIFAR-10 example CNN (cnn6) and it plus a conv128 pair (cnn8), no BatchNorm.",
                    "Smoke scale runs the CNN6 and CNN8 rows only (ResNet-10 is too slow on a CPU)."),
 ))
-if "soar-blackbox" not in SUITES.names():
-    register_suite("soar-blackbox", [
-        SuiteEntry("SimBA", "simba"),
-        SuiteEntry("Transfer-PGD20", "transfer", {"method": "pgd", "steps": 20, "step_size": _STEP}),
-        SuiteEntry("Transfer-PGD1000", "transfer", {"method": "pgd", "steps": 1000, "step_size": _STEP}),
-    ], "SOAR Tables 2/12/16: SimBA (pixel, 1000 iterations) and PGD-20 / PGD-1000 (step 2/255) crafted on an "
-       "independently trained standard model (--source)")
-    register_suite("soar-init", [
-        SuiteEntry("PGD-20", "pgd", {"steps": 20, "step_size": _STEP}),
-        SuiteEntry("Transfer-PGD20", "transfer", {"method": "pgd", "steps": 20, "step_size": _STEP}),
-    ], "SOAR Table 7: white-box PGD-20 and PGD-20 transferred from an independently trained standard model")
+
+
+def define_suites() -> dict[str, tuple[list[SuiteEntry], str]]:
+    """The suites of SOAR's black-box tables (registered by :mod:`advbench.papers.suites` on first lookup)."""
+    from advbench.attacks.suites import SuiteEntry
+
+    return {
+        "soar-blackbox": ([
+            SuiteEntry("SimBA", "simba"),
+            SuiteEntry("Transfer-PGD20", "transfer", {"method": "pgd", "steps": 20, "step_size": _STEP}),
+            SuiteEntry("Transfer-PGD1000", "transfer", {"method": "pgd", "steps": 1000, "step_size": _STEP}),
+        ], "SOAR Tables 2/12/16: SimBA (pixel, 1000 iterations) and PGD-20 / PGD-1000 (step 2/255) crafted on an "
+           "independently trained standard model (--source)"),
+        "soar-init": ([
+            SuiteEntry("PGD-20", "pgd", {"steps": 20, "step_size": _STEP}),
+            SuiteEntry("Transfer-PGD20", "transfer", {"method": "pgd", "steps": 20, "step_size": _STEP}),
+        ], "SOAR Table 7: white-box PGD-20 and PGD-20 transferred from an independently trained standard model"),
+    }
+
+
 _BB_COLS = {"SimBA": ColumnRecipe("soar-blackbox", "SimBA"),
             "PGD20-R": ColumnRecipe("soar-blackbox", "Transfer-PGD20"),
             "PGD1000-R": ColumnRecipe("soar-blackbox", "Transfer-PGD1000"),

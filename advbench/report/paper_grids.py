@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,16 +16,18 @@ from typing import Any
 import pandas as pd
 
 from advbench import runs
+from advbench.errors import UserError
 from advbench.papers.published import TableLayout, table_id, table_layout
 from advbench.papers.recipes import (
     ColumnRecipe,
     RowRecipe,
     TableRecipe,
-    ensure_suite,
     get_recipe,
     smoke_suite_parent,
     smoke_text,
 )
+from advbench.report.html import html_page
+from advbench.report.latex import latex_table
 
 DASH = "—"
 
@@ -34,8 +35,6 @@ DASH = "—"
 def parse_grid_spec(spec: str) -> tuple[str, str]:
     """``soar:table1`` / ``soar:1`` / ``scorpio:2b`` -> (paper, table id)."""
     if ":" not in spec:
-        from advbench.errors import UserError
-
         raise UserError(f"--grid '{spec}' must be PAPER:TABLE, e.g. soar:table1")
     paper, table = spec.split(":", 1)
     return paper.strip().lower(), table_id(table)
@@ -88,29 +87,42 @@ class PaperGrid:
         return recs
 
 
-def _resolved_options(defense: str, eps: str, norm: str, options: dict[str, Any]) -> dict[str, Any]:
-    from advbench.defenses import build_defense
-    from advbench.threat import ThreatModel
+def _stored_options(record: dict[str, Any]) -> dict[str, Any]:
+    """Every option of a run's defense as resolved when it trained (config.json ``defense.options``; runs
+    written before that record existed: the options given)."""
+    described = record.get("defense")
+    if isinstance(described, dict) and isinstance(described.get("options"), dict):
+        return described["options"]
+    return record["config"].get("defense_options") or {}
 
-    d = build_defense(defense, ThreatModel.parse(eps, norm), options)
-    import dataclasses
 
-    return {f.name: getattr(d.options, f.name) for f in dataclasses.fields(d.options)}
-
-
-def _row_matches(row: RowRecipe, cfg: dict[str, Any], cache: dict, ignore: set[str] = frozenset()) -> bool:
-    """True when the run's defense and options are the row's (``ignore``: options smoke scale changed)."""
-    if cfg.get("defense") != row.defense:
-        return False
-    if not row.options:
+def _same_option(have: Any, want: Any) -> bool:
+    """True when a stored (typed) option value is the recipe's value as written: equal text, the same number
+    (``2/255`` is stored as 0.00784...), the same choice in any case, or sequences of such values."""
+    if isinstance(have, list | tuple) and isinstance(want, list | tuple):
+        return len(have) == len(want) and all(_same_option(h, w) for h, w in zip(have, want, strict=True))
+    if str(have) == str(want):
         return True
-    key = (cfg["defense"], cfg["eps"], cfg["norm"], json.dumps(cfg.get("defense_options") or {}, sort_keys=True,
-                                                                 default=str))
-    if key not in cache:
-        cache[key] = _resolved_options(cfg["defense"], cfg["eps"], cfg["norm"], cfg.get("defense_options") or {})
-    have = cache[key]
-    want = _resolved_options(row.defense, cfg["eps"], cfg["norm"], row.options)
-    return all(str(have.get(k)) == str(want.get(k)) for k in row.options if k not in ignore)
+    if isinstance(have, bool) or isinstance(want, bool) or have is None or want is None:
+        return False
+    try:
+        return math.isclose(_number(have), _number(want), rel_tol=1e-9, abs_tol=1e-12)
+    except (UserError, TypeError, ValueError):
+        return str(have).strip().lower() == str(want).strip().lower()
+
+
+def _number(value: Any) -> float:
+    from advbench.threat import parse_eps
+
+    return parse_eps(value)[0]
+
+
+def _row_matches(row: RowRecipe, record: dict[str, Any], ignore: set[str] = frozenset()) -> bool:
+    """True when the run's defense and options are the row's (``ignore``: options smoke scale changed)."""
+    if record["config"].get("defense") != row.defense:
+        return False
+    have = _stored_options(record)
+    return all(_same_option(have.get(k), v) for k, v in row.options.items() if k not in ignore)
 
 
 def _eps_equal(a: Any, b: Any) -> bool:
@@ -152,53 +164,74 @@ def build_paper_grid(frame: pd.DataFrame, paper: str, table: str) -> PaperGrid:
         grid.caption = _caption(grid, frame, [])
         grid.notes = _missing_notes(grid)
         return grid
-    cache: dict = {}
-    key = f"{recipe.paper}:{recipe.table}"
-    chosen: dict[tuple[str, Any], tuple[float, str, pd.DataFrame, dict[str, Any]]] = {}  # (row, seed) -> newest run
-    superseded = 0
-    for run, sub in frame.groupby("run", sort=False):
-        cfg = runs.read_json(Path(run) / "config.json")["config"]
-        if cfg.get("norm") != recipe.norm or not _eps_equal(cfg.get("eps"), recipe.eps):
-            continue
-        meta = _paper_meta(Path(run))
-        declared = (meta.get("rows") or {}).get(key)  # reproduce records the row a run fills in each table
-        ignore = set(meta.get("smoke_overrides") or {})
-        for label, row in recipe.rows.items():
-            if not isinstance(row, RowRecipe):
-                continue
-            if declared in recipe.rows and declared != label:
-                continue
-            if declared != label and not _row_matches(row, cfg, cache, ignore):
-                continue
-            # several runs of one row and seed (e.g. an older smoke setting): the newest one counts
-            when = (Path(run) / "config.json").stat().st_mtime
-            slot = (label, cfg.get("seed"))
-            if slot in chosen:
-                superseded += 1
-                if chosen[slot][0] >= when:
-                    break
-            chosen[slot] = (when, str(run), sub, cfg)
-            break  # a run fills one row
+    chosen, superseded = _choose_runs(frame, recipe)
     matched_runs: list[str] = []
     for (label, _seed), (_when, run, sub, cfg) in chosen.items():
         matched_runs.append(run)
         grid.runs_per_row.setdefault(label, []).append(run)
-        per_col: dict[str, float] = {}
-        for col, spec in recipe.columns.items():
-            if isinstance(spec, ColumnRecipe) and spec.transform != "sum":
-                v = _column_value(sub, spec, cfg["eps"])
-                if v is not None:
-                    per_col[col] = v
-        for col, spec in recipe.columns.items():
-            if isinstance(spec, ColumnRecipe) and spec.transform == "sum" and all(p in per_col for p in spec.parts):
-                per_col[col] = sum(per_col[p] for p in spec.parts)
-        for col, v in per_col.items():
+        for col, v in _run_values(recipe, sub, cfg["eps"]).items():
             grid.values.setdefault((label, col), []).append(v)
     grid.caption = _caption(grid, frame, matched_runs)
     grid.notes = _missing_notes(grid)
     if superseded:
         grid.notes.append(f"{superseded} older run(s) of the same row and seed ignored (the newest run counts)")
     return grid
+
+
+_Chosen = dict[tuple[str, Any], tuple[float, str, pd.DataFrame, dict[str, Any]]]
+
+
+def _choose_runs(frame: pd.DataFrame, recipe: TableRecipe) -> tuple[_Chosen, int]:
+    """(row, seed) -> (mtime, run, its results, its config) of the newest run filling that row with that seed,
+    and how many older runs of a row and seed were passed over."""
+    chosen: _Chosen = {}
+    superseded = 0
+    for run, sub in frame.groupby("run", sort=False):
+        record = runs.read_json(Path(run) / "config.json")
+        cfg = record["config"]
+        if cfg.get("norm") != recipe.norm or not _eps_equal(cfg.get("eps"), recipe.eps):
+            continue
+        label = _row_of(recipe, record, _paper_meta(Path(run)))
+        if label is None:
+            continue
+        # several runs of one row and seed (e.g. an older smoke setting): the newest one counts
+        when = (Path(run) / "config.json").stat().st_mtime
+        slot = (label, cfg.get("seed"))
+        if slot in chosen:
+            superseded += 1
+            if chosen[slot][0] >= when:
+                continue
+        chosen[slot] = (when, str(run), sub, cfg)
+    return chosen, superseded
+
+
+def _row_of(recipe: TableRecipe, record: dict[str, Any], meta: dict[str, Any]) -> str | None:
+    """The printed row a run fills: the one its paper.json names for this table (reproduce records it), else
+    the first whose defense and options it has."""
+    declared = (meta.get("rows") or {}).get(recipe.key)
+    ignore = set(meta.get("smoke_overrides") or {})
+    for label, row in recipe.rows.items():
+        if not isinstance(row, RowRecipe):
+            continue
+        if declared in recipe.rows and declared != label:
+            continue
+        if declared == label or _row_matches(row, record, ignore):
+            return label
+    return None
+
+
+def _run_values(recipe: TableRecipe, sub: pd.DataFrame, train_eps: str) -> dict[str, float]:
+    """Column -> value (percent) of one run's results; ``sum`` columns once their parts are measured."""
+    per_col: dict[str, float] = {}
+    for col, spec in recipe.columns.items():
+        if isinstance(spec, ColumnRecipe) and spec.transform != "sum":
+            v = _column_value(sub, spec, train_eps)
+            if v is not None:
+                per_col[col] = v
+    for col, spec in recipe.columns.items():
+        if isinstance(spec, ColumnRecipe) and spec.transform == "sum" and all(p in per_col for p in spec.parts):
+            per_col[col] = sum(per_col[p] for p in spec.parts)
+    return per_col
 
 
 def _n_eval_text(sub: pd.DataFrame) -> str:
@@ -227,6 +260,19 @@ def _paper_meta(run: Path) -> dict[str, Any]:
         return {}
 
 
+def _stored_description(sub: pd.DataFrame, suite: str) -> str:
+    """The description stored with the results of ``suite`` (a smoke variant says what it changed), from the
+    first run that has it: the report reads what ran instead of rebuilding the suite."""
+    for run in dict.fromkeys(sub.loc[sub["suite"] == suite, "run"]):
+        try:
+            description = runs.read_json(Path(run) / "attacks" / f"{suite}.json").get("description")
+        except (OSError, ValueError):
+            continue
+        if description:
+            return str(description)
+    return f"smoke variant of {smoke_suite_parent(suite)}"
+
+
 def _caption(grid: PaperGrid, frame: pd.DataFrame, matched: list[str]) -> str:
     L, r = grid.layout, grid.recipe
     head = f"{L.paper} Table {L.table}"
@@ -253,10 +299,7 @@ def _caption(grid: PaperGrid, frame: pd.DataFrame, matched: list[str]) -> str:
     attacks = r.attack_versions
     for suite in sorted({str(x) for x in sub["suite"].unique()} if not sub.empty else set()):
         if smoke_suite_parent(suite) != suite and smoke_suite_parent(suite) in wanted:
-            from advbench.attacks import SUITES
-
-            ensure_suite(suite)
-            attacks += f" [{suite}: {SUITES.get(suite).description}]"
+            attacks += f" [{suite}: {_stored_description(sub, suite)}]"
     parts = [f"dataset: {ds} (paper: {r.dataset})", f"model: {md} (paper: {r.model})",
              f"threat: {r.threat_text or f'{r.norm} {r.eps}'}", f"n-eval: {n}", f"attacks: {attacks}",
              f"scale: {', '.join(dict.fromkeys(scales)) or 'unknown (runs not made by reproduce)'}"]
@@ -315,51 +358,9 @@ def display_frame(grid: PaperGrid, *, paper: bool = True, bold: str = "**") -> p
     return table
 
 
-def _latex_escape(text: str) -> str:
-    out = str(text)
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("{", r"\{"), ("}", r"\}")):
-        out = out.replace(a, b)
-    return (out.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace(DASH, "--").replace("ℓ", r"$\ell$")
-            .replace("∞", r"$\infty$").replace("‖", r"$\|$").replace("∇", r"$\nabla$").replace("ω", r"$\omega$")
-            .replace("δ", r"$\delta$"))
-
-
 def to_latex(grid: PaperGrid, *, paper: bool = True) -> str:
-    """booktabs table ready to paste (best measured per column in \\textbf)."""
-    table = display_frame(grid, paper=paper, bold="")
-    best = grid.best()
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex_escape(grid.caption)}}}",
-             r"\begin{tabular}{l" + "r" * len(table.columns) + "}", r"\toprule",
-             " & ".join(_latex_escape(c) for c in ["Defense", *table.columns]) + r" \\", r"\midrule"]
-    for r, row in table.iterrows():
-        cells = []
-        for c, v in row.items():
-            text = _latex_escape(v)
-            if r in best.get(c, ()):
-                head, sep, tail = text.partition(" / ")
-                text = rf"\textbf{{{head}}}" + sep + tail
-            cells.append(text)
-        lines.append(" & ".join([_latex_escape(r), *cells]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    if grid.notes:
-        lines += ["% " + n.replace("\n", " ") for n in grid.notes]
-    return "\n".join(lines) + "\n"
-
-
-def parse_latex_numbers(text: str) -> list[list[float | None]]:
-    """Measured means of each body row of :func:`to_latex` output (first number of each cell; None for --)."""
-    body = text.split(r"\midrule", 1)[1].split(r"\bottomrule", 1)[0]
-    out = []
-    for line in body.strip().splitlines():
-        cells = line.rstrip().removesuffix(r"\\").split(" & ")[1:]
-        row = []
-        for cell in cells:
-            head = cell.split(" / ")[0]
-            m = re.search(r"-?\d+\.\d+", head)
-            row.append(float(m.group()) if m else None)
-        out.append(row)
-    return out
+    """booktabs table ready to paste (best measured per column in \\textbf, the notes as comments)."""
+    return latex_table(display_frame(grid, paper=paper, bold=""), grid.caption, bold=grid.best(), comments=grid.notes)
 
 
 def render_paper_grid(grid: PaperGrid, fmt: str, *, paper: bool = True, plots: list[Path] | None = None) -> str:
@@ -378,8 +379,6 @@ def render_paper_grid(grid: PaperGrid, fmt: str, *, paper: bool = True, plots: l
                            "rows": grid.layout.rows, "columns": grid.layout.columns, "cells": grid.records(),
                            "notes": grid.notes}, indent=2, default=str) + "\n"
     if fmt == "html":
-        from advbench.report.html import html_page
-
         return html_page(grid.caption, display_frame(grid, paper=paper, bold="<b>"), grid.notes, plots or [])
     raise ValueError(fmt)
 
