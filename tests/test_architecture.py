@@ -67,6 +67,8 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             if not base.startswith("advbench"):
                 continue
             for alias in node.names:
+                if base == FACADE and alias.name == "__version__":
+                    continue  # the version constant, not the facade's lazy API
                 sub = f"{base}.{alias.name}"
                 out.add(sub if sub in modules else base)
     out.discard(name)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from advbench.papers.published import PAPERS, load_published, published_tables, table_layout
-from advbench.papers.recipes import all_tables, get_recipe
+from advbench.papers.recipes import get_recipe
+from advbench.papers.status import all_tables
 
 SPEC_DIR = Path("/work/shared/specs/published")
 

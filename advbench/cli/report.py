@@ -67,7 +67,7 @@ def reproduce(
     if list_tables or paper is None:
         from rich.table import Table
 
-        from advbench.papers.recipes import all_tables
+        from advbench.papers.status import all_tables
 
         t = Table(title="paper tables (advbench reproduce PAPER --table N)")
         for col in ("paper", "table", "status", "detail"):

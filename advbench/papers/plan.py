@@ -34,8 +34,8 @@ from advbench.papers.recipes import (
     get_recipe,
     smoke_text,
     smoke_train_options,
-    table_status,
 )
+from advbench.papers.status import table_status
 from advbench.papers.suites import smoke_suite
 from advbench.resolve import make_train_config
 

@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 from advbench.papers import paper_modules
-from advbench.papers.published import published_tables, table_id, table_layout
+from advbench.papers.published import table_id, table_layout
 
 Transform = Literal["acc", "error", "sum"]
 SOURCE_SEED_OFFSET = 1000  # seed of a transfer-source run = the row's seed + this
@@ -175,49 +175,7 @@ def get_recipe(paper: str, table: str) -> TableRecipe | None:
     return _RECIPES.get((paper, table_id(table)))
 
 
-def missing_parts(recipe: TableRecipe) -> list[str]:
-    """Defenses, suites or attacks the recipe needs that are not registered (empty: reproducible now)."""
-    from advbench.attacks import SUITES
-    from advbench.defenses import DEFENSES
-    from advbench.papers.suites import register_paper_suites
-
-    register_paper_suites()
-    missing: list[str] = []
-    for r in recipe.rows.values():
-        if isinstance(r, RowRecipe) and r.defense not in DEFENSES.names():
-            missing.append(f"defense {r.defense}")
-    suites = {s for s, _ in recipe.suites}
-    for s in sorted(suites):
-        if s not in SUITES.names():
-            missing.append(f"suite {s}")
-    for c in recipe.columns.values():
-        if isinstance(c, ColumnRecipe) and c.suite and c.suite in SUITES.names() and c.attack not in (
-                "Clean", "Worst case") and c.attack not in [e.label for e in SUITES.get(c.suite).entries]:
-            missing.append(f"attack {c.attack} in suite {c.suite}")
-    return list(dict.fromkeys(missing))
-
-
-def table_status(paper: str, table: str) -> tuple[str, str]:
-    """(status, detail) of a table: ``reproducible``, ``partial``, ``needs`` or ``no recipe``."""
+def no_recipe_reason(paper: str, table: str) -> str:
+    """Why ``paper`` table ``table`` has no recipe (recorded by :func:`no_recipe`)."""
     load_recipe_modules()
-    tid = table_id(table)
-    recipe = _RECIPES.get((paper, tid))
-    if recipe is None:
-        return "no recipe", _NO_RECIPE.get((paper, tid), "no recipe written yet")
-    missing = missing_parts(recipe)
-    if missing:
-        return "needs", "needs " + ", ".join(missing)
-    skipped_rows = [k for k, v in recipe.rows.items() if isinstance(v, str)]
-    skipped_cols = [k for k, v in recipe.columns.items() if isinstance(v, str)]
-    layout = table_layout(paper, tid)
-    unmapped = [r for r in layout.rows if r not in recipe.rows] + [c for c in layout.columns if c not in recipe.columns]
-    if skipped_rows or skipped_cols or unmapped:
-        why = sorted({v for v in [*recipe.rows.values(), *recipe.columns.values()] if isinstance(v, str)})
-        return "partial", (f"{len(skipped_rows) + len(skipped_cols) + len(unmapped)} rows/columns not measured"
-                           + (f" ({'; '.join(why)})" if why else ""))
-    return "reproducible", "every row and column"
-
-
-def all_tables() -> list[tuple[str, str, str, str]]:
-    """(paper, table, status, detail) for every published numeric table."""
-    return [(p, t, *table_status(p, t)) for p, t in published_tables()]
+    return _NO_RECIPE.get((paper, table_id(table)), "no recipe written yet")
