@@ -235,6 +235,3 @@ class Scorpio(Defense):
             else ce + self.r * ce_q.detach()
         return {"loss": float(total), **self._logs(ce, ce_q, base.output, out_q, y)}
 
-
-__all__ = ["HR_TABLE", "Scorpio", "dual_exponent", "frank_wolfe", "fw_quadratic_attack", "initial_v", "lmo",
-           "norm_order", "resolve_h_r"]
