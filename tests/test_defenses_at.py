@@ -16,23 +16,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from advbench.attacks.pgd import pgd_perturb, random_init
+from advbench.attacks.training import curriculum_pgd, trades_kl_attack
 from advbench.core.passes import frozen
 from advbench.defenses import DEFENSES, StepContext, build_defense
-from advbench.defenses._common import per_sample_kl, trades_kl_attack, trades_objective
 from advbench.defenses.awp import AWP_DEFAULTS
+from advbench.defenses.dat import fosc, fosc_active
+from advbench.defenses.h_sat import hessian_scores, hsat_perturb, top_hessian_eigenvalue
+from advbench.defenses.kl_divergence import per_sample_kl
 from advbench.defenses.mart import mart_objective
 from advbench.defenses.mma import bisect_margin, soft_logit_margin
+from advbench.defenses.p_sat import prob_gap
 from advbench.defenses.rat import last_layer_row_sums, reg_gap, taylor_targets, taylor_terms
-from advbench.defenses.sat import (
-    curriculum_pgd,
-    fosc,
-    fosc_active,
-    hessian_scores,
-    hsat_perturb,
-    prob_gap,
-    sat_lambda,
-    top_hessian_eigenvalue,
-)
+from advbench.defenses.sat_curriculum import sat_lambda
+from advbench.defenses.trades import trades_objective
 from advbench.errors import UserError
 from advbench.threat import ThreatModel
 

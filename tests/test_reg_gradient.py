@@ -11,17 +11,13 @@ import pytest
 import torch
 from torch import nn
 
+from advbench.core.tensors import per_sample_norm
 from advbench.defenses import StepContext, build_defense
-from advbench.defenses._hvp import bnorm, input_grad
-from advbench.defenses.gradient_reg import (
-    cure_direction,
-    cure_regularizer,
-    fd_direction,
-    fd_gradient_terms,
-    grad_norm_penalty,
-    llr_inner_max,
-    local_linearity,
-)
+from advbench.defenses.cure import cure_direction, cure_regularizer
+from advbench.defenses.grad_reg import grad_norm_penalty
+from advbench.defenses.grad_reg_fd import fd_direction, fd_gradient_terms
+from advbench.defenses.input_gradients import input_grad
+from advbench.defenses.llr import llr_inner_max, local_linearity
 from advbench.threat import ThreatModel
 
 CTX = StepContext(epoch=0, step=0, steps_per_epoch=1, epochs=1, num_classes=3)
@@ -88,7 +84,7 @@ def test_fd_slope_converges_to_the_dual_gradient_norm(penalty):
     x, y = data()
     g = input_grad(model, x, y).grad
     n = x[0].numel()
-    target = bnorm(g, 2) if penalty == "l2" else bnorm(g, 1) / math.sqrt(n)
+    target = per_sample_norm(g, 2) if penalty == "l2" else per_sample_norm(g, 1) / math.sqrt(n)
     hs = [1e-2, 1e-3, 1e-4]
     errs = []
     for h in hs:
@@ -236,7 +232,7 @@ def test_cure_on_an_exact_quadratic():
     y = torch.zeros(bsz, dtype=torch.long)
     g = input_grad(model, x, y, loss_fn=first, create_graph=True).grad
     z = cure_direction(g)
-    torch.testing.assert_close(bnorm(h * z, 2), torch.full((bsz,), h, dtype=torch.float64))
+    torch.testing.assert_close(per_sample_norm(h * z, 2), torch.full((bsz,), h, dtype=torch.float64))
     torch.testing.assert_close(z, (x @ a + b).sign() / math.sqrt(d))
     az = h * z @ a
     paper, _ = cure_regularizer(model, x, y, g, h=h, lam=lam, loss_fn=first)

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advbench.defenses._hvp import bdot, bnorm, dual_exponent, fd_hvp, input_grad, lmo, unit_direction
+from advbench.core.tensors import per_sample_dot, per_sample_norm, unit_direction
+from advbench.defenses.input_gradients import fd_hvp, input_grad
+from advbench.defenses.scorpio import dual_exponent, lmo
 
 
 def conv_net(act: nn.Module, seed: int = 0) -> nn.Module:
@@ -97,8 +99,8 @@ def test_lmo_is_unit_norm_and_attains_the_dual_norm(p):
     eps = 0.7
     s = eps * lmo(d, p)
     q = dual_exponent(p)
-    torch.testing.assert_close(bnorm(s, p), torch.full((5,), eps, dtype=torch.float64), rtol=1e-12, atol=0)
-    torch.testing.assert_close(bdot(s, d), eps * bnorm(d, q), rtol=1e-12, atol=0)
+    torch.testing.assert_close(per_sample_norm(s, p), torch.full((5,), eps, dtype=torch.float64), rtol=1e-12, atol=0)
+    torch.testing.assert_close(per_sample_dot(s, d), eps * per_sample_norm(d, q), rtol=1e-12, atol=0)
 
 
 def test_printed_lmo_exponent_p_over_q_fails_at_p3():
@@ -109,8 +111,8 @@ def test_printed_lmo_exponent_p_over_q_fails_at_p3():
     q = dual_exponent(p)
     wrong = d.sign() * d.abs().pow(p / q)
     wrong = wrong / torch.linalg.vector_norm(wrong, ord=p, dim=1, keepdim=True)
-    assert not torch.allclose(bdot(wrong, d), bnorm(d, q), rtol=1e-6)
-    torch.testing.assert_close(bdot(lmo(d, p), d), bnorm(d, q), rtol=1e-12, atol=0)
+    assert not torch.allclose(per_sample_dot(wrong, d), per_sample_norm(d, q), rtol=1e-6)
+    torch.testing.assert_close(per_sample_dot(lmo(d, p), d), per_sample_norm(d, q), rtol=1e-12, atol=0)
 
 
 def test_lmo_of_zero_is_zero():

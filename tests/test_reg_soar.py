@@ -12,9 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advbench.attacks.training import pgd1_point
+from advbench.core.tensors import per_sample_norm
 from advbench.defenses import StepContext, build_defense
-from advbench.defenses._hvp import bnorm, input_grad
-from advbench.defenses.soar import INIT_FRACTIONS, foar_penalty, pgd1_point, soar_factor, soar_hz, soar_regularizer
+from advbench.defenses.expansion_point import INIT_FRACTIONS, expansion_point
+from advbench.defenses.foar import foar_penalty
+from advbench.defenses.input_gradients import input_grad
+from advbench.defenses.soar import soar_factor, soar_hz, soar_regularizer
 from advbench.threat import ThreatModel
 
 CTX = StepContext(epoch=0, step=0, steps_per_epoch=1, epochs=1, num_classes=2)
@@ -188,7 +192,7 @@ def test_weight_gradient_flows_through_both_input_gradients():
     y = torch.tensor([0, 1, 2])
     z = [(torch.randn(x.shape, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64))]
     threat = ThreatModel.parse("8/255", "linf")
-    xp = pgd1_point(model, x, y, threat, "pgd1-half")
+    xp = expansion_point(model, x, y, threat, "pgd1-half")
     assert xp.grad_fn is None and not xp.requires_grad
 
     def value() -> torch.Tensor:
@@ -215,7 +219,7 @@ def test_clip_applies_to_the_regularizer_gradient_only():
     total = torch.cat([p.grad.flatten() for p in params])
     # reference with the same random draws: PGD1 noise, then z
     torch.manual_seed(11)
-    xp = pgd1_point(model, x, y, threat, "pgd1-half")
+    xp = expansion_point(model, x, y, threat, "pgd1-half")
     terms = soar_regularizer(model, xp, y, factor=soar_factor("linf", 4 / 255, 32), h=0.01)
     g_ce = torch.cat([t.flatten() for t in torch.autograd.grad(terms.loss.mean(), params, retain_graph=True)])
     g_reg = torch.cat([t.flatten() for t in torch.autograd.grad(terms.reg.mean(), params)])
@@ -246,10 +250,10 @@ def test_pgd1_point_stays_in_its_ball_and_the_box(norm, eps, init):
     x = torch.rand(16, 2, 4, 4, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     x[:4] = 0.0  # samples on the box boundary
     y = torch.randint(0, 3, (16,))
-    xp = pgd1_point(model, x, y, threat, init)
+    xp = expansion_point(model, x, y, threat, init)
     ball = INIT_FRACTIONS[init][2] * eps
     assert float(xp.min()) >= 0 and float(xp.max()) <= 1
-    assert float(bnorm(xp - x, float("inf") if norm == "linf" else 2.0).max()) <= ball + 1e-7
+    assert float(per_sample_norm(xp - x, float("inf") if norm == "linf" else 2.0).max()) <= ball + 1e-7
     if init == "zero":
         assert torch.equal(xp, x)
     assert all(p.requires_grad for p in model.parameters()) and model.training

@@ -13,6 +13,7 @@ from torch import nn
 
 from advbench.attacks.base import ATTACKS, Attack, renorm_l2
 from advbench.attacks.losses import LossFn, get_loss
+from advbench.core.tensors import per_sample
 from advbench.errors import UserError
 from advbench.threat import ThreatModel
 
@@ -37,8 +38,8 @@ def random_init(x: torch.Tensor, threat: ThreatModel, init: str,
         delta = (2 * _rand(x.shape, x, generator, normal=False) - 1) * threat.eps
     else:
         d = _rand(x.shape, x, generator, normal=True)
-        d = d / d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-        r = _rand(torch.Size([x.shape[0]]), x, generator, normal=False).view(-1, *([1] * (x.dim() - 1)))
+        d = d / per_sample(d.flatten(1).norm(dim=1).clamp_min(1e-12), x)
+        r = per_sample(_rand(torch.Size([x.shape[0]]), x, generator, normal=False), x)
         delta = d * r * threat.eps
     return (x + delta).clamp(0, 1) - x
 
@@ -47,12 +48,8 @@ def ascent_step(delta: torch.Tensor, grad: torch.Tensor, threat: ThreatModel, al
     """One steepest-ascent step of size ``alpha`` in the threat's norm, then projection onto the ball."""
     if threat.norm == "linf":
         return (delta + alpha * grad.sign()).clamp(-threat.eps, threat.eps)
-    g_norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
+    g_norm = per_sample(grad.flatten(1).norm(dim=1).clamp_min(1e-12), grad)
     return renorm_l2(delta + alpha * grad / g_norm, threat.eps)
-
-
-def _bcast(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return mask.view(-1, *([1] * (like.dim() - 1)))
 
 
 def pgd_perturb(
@@ -116,13 +113,13 @@ def pgd_perturb(
         for _step in range(steps):
             delta.requires_grad_(True)
             logits = model(xa + delta)
-            per_sample = sign * loss_fn(logits, la)
-            (grad,) = torch.autograd.grad(per_sample.sum(), delta)
+            sample_loss = sign * loss_fn(logits, la)
+            (grad,) = torch.autograd.grad(sample_loss.sum(), delta)
             if select == "best-loss":
                 with torch.no_grad():
-                    better = per_sample > run_best
-                    run_best_x = torch.where(_bcast(better, xa), xa + delta, run_best_x)
-                    run_best = torch.where(better, per_sample, run_best)
+                    better = sample_loss > run_best
+                    run_best_x = torch.where(per_sample(better, xa), xa + delta, run_best_x)
+                    run_best = torch.where(better, sample_loss, run_best)
             delta = ascent_step(delta.detach(), grad, threat, alpha)
             delta = (xa + delta).clamp(0, 1) - xa
         x_final = (xa + delta).detach()
@@ -131,7 +128,7 @@ def pgd_perturb(
                 final_loss = sign * loss_fn(model(x_final), la)
             if select == "best-loss":
                 better = final_loss > run_best
-                run_best_x = torch.where(_bcast(better, xa), x_final, run_best_x)
+                run_best_x = torch.where(per_sample(better, xa), x_final, run_best_x)
                 run_best = torch.where(better, final_loss, run_best)
                 x_final, final_loss = run_best_x, run_best
             better = final_loss > best_loss[idx]

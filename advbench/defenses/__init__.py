@@ -1,4 +1,9 @@
-"""Defense registry: importing this package imports every module in it, which registers its defenses."""
+"""Defense registry: importing this package imports every module in it, which registers its defenses.
+
+One file per defense, named after it (``pgd_at.py`` registers ``pgd-at``); modules that hold shared pieces
+(``input_gradients``, ``per_sample_state``, ``kl_divergence``, ``weight_perturbation``, ``sat_curriculum``,
+``expansion_point``) register nothing. A new defense is one new file.
+"""
 
 import importlib
 import pkgutil

@@ -13,31 +13,19 @@ to the reference is that weight decay acts on w instead of w + v (a change of lr
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
-from advbench.defenses._common import (
-    KLReduction,
-    check_attack,
-    check_positive,
-    module_mode,
-    preserved_buffers,
-    trades_objective,
-    unit_step,
-    weight_params,
-)
-from advbench.defenses.adversarial import craft as pgd_craft
-from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy
-from advbench.defenses.trades import trades_craft
+from advbench.attacks.training import Forward, TrainingAttackOptions, pgd_examples, trades_examples
+from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy, check_positive
+from advbench.defenses.kl_divergence import KLReduction
+from advbench.defenses.trades import trades_objective
+from advbench.defenses.weight_perturbation import awp_perturbation, perturbed_forward
 from advbench.errors import UserError
-
-Forward = Callable[[torch.Tensor], torch.Tensor]
 
 #: per-base defaults of the options left at None (AT-AWP: ``AT_AWP/train_cifar10.py``; TRADES-AWP:
 #: ``trades_AWP/train_trades_cifar.py`` of ``csdongxian/AWP``)
@@ -47,56 +35,10 @@ AWP_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def awp_perturbation(model: nn.Module, objective: Callable[[nn.Module], torch.Tensor], gamma: float,
-                     proxy_lr: float = 0.01, proxy_bn_mode: str = "train",
-                     average: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None
-                     ) -> dict[str, torch.Tensor]:
-    """AWP weight perturbation (Wu et al. 2020, Eq. 8–9 as in the reference code's proxy step).
-
-    One plain-SGD ascent step of ``objective(model)`` with learning rate ``proxy_lr`` gives d_k = lr·∇_{w_k};
-    each conv/linear weight gets v_k = γ·‖w_k‖/(‖d_k‖ + 1e-20)·d_k. The objective is evaluated in
-    ``proxy_bn_mode`` with BN statistics restored afterwards (the reference's proxy is a throwaway copy).
-    ``average`` (distributed training: :meth:`StepContext.average`) turns each rank's proxy gradient into
-    the gradient of the whole global batch, so every rank applies the same v. Returns {parameter name: v_k}
-    (detached).
-    """
-    named = weight_params(model)
-    if not named or gamma == 0:
-        return {}
-    with module_mode(model, proxy_bn_mode), preserved_buffers(model):
-        obj = objective(model)
-        grads = torch.autograd.grad(obj, [p for _, p in named], allow_unused=True)
-    if average is not None:
-        grads = tuple(torch.zeros_like(p) if g is None else g for (_, p), g in zip(named, grads, strict=True))
-        grads = tuple(average(list(grads)))
-    out: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        for (name, p), g in zip(named, grads, strict=True):
-            if g is None:
-                continue
-            d = proxy_lr * g
-            out[name] = gamma * p.norm() / (d.norm() + 1e-20) * d
-    return out
-
-
-def perturbed_forward(model: nn.Module, v: dict[str, torch.Tensor]) -> Forward:
-    """A forward function of ``model`` at weights w + v whose gradient flows into w (v is a constant)."""
-    if not v:
-        return model
-    params = dict(model.named_parameters())
-
-    def forward(inp: torch.Tensor) -> torch.Tensor:
-        return functional_call(model, {k: params[k] + dv for k, dv in v.items()}, (inp,))
-
-    return forward
-
-
 @dataclass
-class AWPOptions:
-    """AWP options. ``base`` picks the method under the weight perturbation; options left at None take that
-    base's reference default (AT-AWP: γ 0.01, no warm-up, uniform start, BN mode of the model = train;
-    TRADES-AWP: γ 0.005, 10 warm-up epochs, 0.001·N start, eval-mode BN, β 6). ``proxy_lr`` only scales the
-    proxy step, which the relative normalisation cancels (kept for fidelity)."""
+class WeightPerturbationSettings:
+    """The AWP fields listed before the training attack's options: the base method, γ, the warm-up, the
+    proxy step and the TRADES base's β and KL reduction."""
 
     base: Literal["pgd-at", "trades"] = "pgd-at"
     gamma: float | None = None
@@ -105,8 +47,15 @@ class AWPOptions:
     proxy_bn_mode: Literal["train", "eval"] = "train"
     beta: float = 6.0  # trades base only
     kl_reduction: KLReduction = "batchmean"  # trades base only
-    steps: int = 10
-    step_size: float | None = None
+
+
+@dataclass
+class AWPOptions(TrainingAttackOptions, WeightPerturbationSettings):
+    """AWP options. ``base`` picks the method under the weight perturbation; options left at None take that
+    base's reference default (AT-AWP: γ 0.01, no warm-up, uniform start, BN mode of the model = train;
+    TRADES-AWP: γ 0.005, 10 warm-up epochs, 0.001·N start, eval-mode BN, β 6). ``proxy_lr`` only scales the
+    proxy step, which the relative normalisation cancels (kept for fidelity)."""
+
     init: Literal["uniform", "normal", "zero"] | None = None
     attack_bn_mode: Literal["train", "eval"] | None = None
 
@@ -119,7 +68,7 @@ class AWPOptions:
         if self.proxy_lr is not None:
             check_positive(self.proxy_lr, "awp proxy_lr")
         check_positive(self.beta, "awp beta", allow_zero=True)
-        check_attack(self.steps, self.step_size, "awp")
+        self.check_attack("awp")
         if self.base == "trades" and self.init == "uniform":
             raise UserError("awp with base=trades starts from x + 0.001·N (init=normal) or x (init=zero), not uniform")
 
@@ -147,7 +96,6 @@ class AWP(Defense):
     def smoke_low_lr(cls, options: dict[str, Any]) -> bool:
         return options.get("base") == "trades"  # AWP on a TRADES base
 
-
     Options = AWPOptions
 
     @property
@@ -162,8 +110,7 @@ class AWP(Defense):
         """Options plus the base-dependent defaults actually used."""
         o = self.options
         resolved = {k: o.resolved(k) for k in AWP_DEFAULTS[o.base]}
-        resolved["step_size"] = unit_step(self.threat, o.steps, o.step_size,
-                                          "2eps/K" if o.base == "trades" else "eps/4")
+        resolved["step_size"] = self.alpha
         return {**super().describe(), "resolved": resolved}
 
     def active(self, epoch: int) -> bool:
@@ -174,6 +121,12 @@ class AWP(Defense):
         """Record whether AWP is active this epoch and its γ."""
         return {"awp_active": float(self.active(epoch)), "awp_gamma": float(self.options.resolved("gamma"))}
 
+    @property
+    def alpha(self) -> float:
+        """The attack's step size: eps/4 unless set (L2 on the TRADES base: the TRADES code's 2·eps/steps)."""
+        o = self.options
+        return o.step(self.threat, "2eps/K" if o.base == "trades" else "eps/4")
+
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The base method's adversarial examples at the unperturbed weights."""
         o = self.options
@@ -181,10 +134,10 @@ class AWP(Defense):
         init = o.resolved("init")
         if o.base == "trades":
             std = 0.001 if init == "normal" else 0.0
-            return trades_craft(model, x, self.threat, steps=o.steps, step_size=o.step_size, init_std=std,
-                                init_clamp=False, bn_mode=bn)
-        return pgd_craft(model, x, y, self.threat, steps=o.steps, step_size=o.step_size, init=init, restarts=1,
-                         bn_mode=bn)
+            return trades_examples(model, x, self.threat, steps=o.steps, alpha=self.alpha, init_std=std,
+                                   init_clamp=False, bn_mode=bn)
+        return pgd_examples(model, x, y, self.threat, steps=o.steps, alpha=self.alpha, init=init, restarts=1,
+                            bn_mode=bn)
 
     def objective(self, forward: Forward, x: torch.Tensor, x_adv: torch.Tensor,
                   y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -226,6 +179,5 @@ class TRADESAWP(AWP):
     @classmethod
     def smoke_low_lr(cls, options: dict[str, Any]) -> bool:
         return True
-
 
     Options = TRADESAWPOptions

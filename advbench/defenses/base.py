@@ -9,13 +9,14 @@ AWP warm-up). The engine knows nothing else about a defense.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from advbench.config import apply_overrides, config_to_dict
+from advbench.errors import UserError
 from advbench.registry import Registry
 from advbench.threat import ThreatModel
 
@@ -30,7 +31,6 @@ class StepContext:
     epochs: int
     num_classes: int
     idx: torch.Tensor | None = None  # dataset indices of the batch (per-sample state, e.g. MMA)
-    extra: dict[str, Any] = field(default_factory=dict)
     #: the trainer's :class:`~advbench.core.optim.SyncedOptimizer` (AMP loss scaling, gradient averaging
     #: across ranks); None when a defense is driven directly (tests, benchmarks): plain backward then
     optim: Any = None
@@ -74,6 +74,13 @@ class StepContext:
 @dataclass
 class NoOptions:
     """A defense without options."""
+
+
+def check_positive(value: float | int, what: str, allow_zero: bool = False) -> None:
+    """Raise a one-line UserError unless ``value`` > 0 (or ≥ 0 with ``allow_zero``): the usual check of an
+    ``Options.validate``."""
+    if value < 0 or (value == 0 and not allow_zero):
+        raise UserError(f"{what} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
 class Defense:
@@ -140,7 +147,7 @@ class Defense:
     def sync_ranks(self) -> None:
         """Share per-sample state updated by each rank (distributed training; called by the trainer at
         epoch ends and before checkpoints). The default syncs every attribute that has ``sync_ranks``
-        (e.g. :class:`~advbench.defenses._common.PerSampleStore`)."""
+        (e.g. :class:`~advbench.defenses.per_sample_state.PerSampleStore`)."""
         for value in vars(self).values():
             sync = getattr(value, "sync_ranks", None)
             if callable(sync):

@@ -8,21 +8,24 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from advbench.attacks.pgd import pgd_perturb
-from advbench.core.passes import frozen
-from advbench.defenses._common import check_attack, check_positive, per_sample_kl
-from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy
+from advbench.attacks.training import TrainingAttackOptions, pgd_examples
+from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy, check_positive
+from advbench.defenses.kl_divergence import per_sample_kl
 
 
 @dataclass
-class MARTOptions:
+class MARTWeight:
+    """MART's KL weight β (6 for WRN-34-10), listed before the training attack's options."""
+
+    beta: float = 6.0
+
+
+@dataclass
+class MARTOptions(TrainingAttackOptions, MARTWeight):
     """MART options; defaults follow ``YisenWang/MART`` (β 6 for WRN-34-10, 10 CE-PGD steps from
     x + 0.001·N(0, I), eval-mode BN while crafting). Step: eps/4 (the code's 0.007 at eps 0.031 is
     ``--set step_size=0.007``). ``detach_weight``/``detach_target`` are off in the code."""
 
-    beta: float = 6.0
-    steps: int = 10
-    step_size: float | None = None
     init: Literal["normal", "uniform", "zero"] = "normal"
     attack_bn_mode: Literal["eval", "train"] = "eval"
     detach_weight: bool = False
@@ -31,7 +34,7 @@ class MARTOptions:
     def validate(self) -> None:
         """β ≥ 0 and a sane attack."""
         check_positive(self.beta, "mart beta", allow_zero=True)
-        check_attack(self.steps, self.step_size, "mart")
+        self.check_attack("mart")
 
 
 def mart_objective(logits: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float,
@@ -64,7 +67,6 @@ class MART(Defense):
     def smoke_low_lr(cls, options: dict[str, Any]) -> bool:
         return True
 
-
     Options = MARTOptions
 
     @property
@@ -75,15 +77,13 @@ class MART(Defense):
 
     def describe(self) -> dict[str, Any]:
         """Options plus the resolved step size."""
-        o = self.options
-        return {**super().describe(), "resolved": {"step_size": o.step_size or self.threat.default_step()}}
+        return {**super().describe(), "resolved": {"step_size": self.options.step(self.threat)}}
 
     def loss(self, model, x, y, ctx: StepContext):
         """MART loss on CE-PGD examples crafted against the current weights."""
         o = self.options
-        alpha = o.step_size if o.step_size is not None else self.threat.default_step()
-        with frozen(model, o.attack_bn_mode):
-            x_adv = pgd_perturb(model, x, y, self.threat, steps=o.steps, alpha=alpha, init=o.init, select="last")
+        x_adv = pgd_examples(model, x, y, self.threat, steps=o.steps, alpha=o.step(self.threat), init=o.init,
+                             restarts=1, bn_mode=o.attack_bn_mode)
         logits = model(x)
         logits_adv = model(x_adv)
         loss, bce, robust = mart_objective(logits, logits_adv, y, o.beta, o.detach_weight, o.detach_target)

@@ -17,9 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advbench.attacks.training import pgd_per_sample_eps
 from advbench.core.passes import frozen
-from advbench.defenses._common import PerSampleStore, _bcast, batch_indices, check_positive, pgd_per_sample_eps
-from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy
+from advbench.core.tensors import per_sample
+from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy, check_positive
+from advbench.defenses.per_sample_state import PerSampleStore, batch_indices
 from advbench.errors import UserError
 
 
@@ -38,7 +40,7 @@ def bisect_margin(forward: Any, x: torch.Tensor, y: torch.Tensor, unit: torch.Te
     returns the upper end (a flipping radius, or max_eps if none flips). Points are clamped to [0, 1].
     """
     def flips(t: torch.Tensor) -> torch.Tensor:
-        return soft_logit_margin(forward((x + _bcast(t, x) * unit).clamp(0, 1)), y) >= 0
+        return soft_logit_margin(forward((x + per_sample(t, x) * unit).clamp(0, 1)), y) >= 0
 
     with torch.no_grad():
         adv = flips(eps0)
@@ -130,10 +132,10 @@ class MMA(Defense):
             x_pgd = pgd_per_sample_eps(model, x, eps0, self.threat.norm, steps=o.steps,
                                        step=o.step_factor * eps0 / max(1, o.steps),
                                        loss_fn=lambda z: soft_logit_margin(z, y), init=o.init)
-        unit = (x_pgd - x) / _bcast(eps0, x)
+        unit = (x_pgd - x) / per_sample(eps0, x)
         with frozen(model, o.bisection_bn_mode):
             eps = bisect_margin(model, x, y, unit, eps0, max_eps, o.bisection_steps)
-        return (x + _bcast(eps, x) * unit).clamp(0, 1).detach(), eps
+        return (x + per_sample(eps, x) * unit).clamp(0, 1).detach(), eps
 
     def loss(self, model, x, y, ctx: StepContext):
         """MMA loss (Ding et al. 2020, Eq. 7 with the reference code's clean-loss mixing)."""

@@ -21,18 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from advbench.attacks.pgd import pgd_perturb
+from advbench.attacks.training import TrainingAttackOptions, trades_kl_attack
 from advbench.core.passes import frozen
-from advbench.defenses._common import (
-    check_attack,
-    check_positive,
-    kl_to_log_target,
-    kl_to_target,
-    trades_kl_attack,
-    trades_objective,
-    unit_step,
-)
-from advbench.defenses.awp import awp_perturbation, perturbed_forward
-from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy
+from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy, check_positive
+from advbench.defenses.kl_divergence import kl_to_log_target, kl_to_target
+from advbench.defenses.trades import trades_objective
+from advbench.defenses.weight_perturbation import awp_perturbation, perturbed_forward
 from advbench.errors import UserError
 from advbench.models import last_linear
 
@@ -124,14 +118,9 @@ class _Capture:
 
 
 @dataclass
-class RATOptions:
-    """RAT options. Defaults are the authors' code (``Alexkael/Randomized-Adversarial-Training``): base
-    TRADES, 1st + 2nd order with η 0.2 (0.3 for order 1), β 6, CE weight 1 − η, second-order factor 0.5
-    with the code's target, cc 0.8 for 10 classes / 0.98 for 100 (set it for other class counts), weight
-    noise of absolute std 1e-4 on conv layers during the attack (none for AWP-TRADES unless
-    ``awp_noise_in_attack``), TRADES attack (10 × eps/4, 0.001·N start, eval-mode BN), AWP γ 0.005 after
-    10 warm-up epochs. Paper readings: ``ce_weight=one``, ``second_target=symmetric``, ``noise_std=0.01``,
-    ``noise_layers=weights``, ``awp_noise_in_attack=true``."""
+class TaylorSettings:
+    """The RAT fields listed before the training attack's options: the base, the Taylor terms (order, η, β,
+    cc, CE weight, second-order factor and target) and the attack's weight noise."""
 
     base: Literal["trades", "awp-trades", "pgd-at", "awp"] = "trades"
     order: Literal["1", "1+2"] = "1+2"
@@ -144,8 +133,18 @@ class RATOptions:
     noise_std: float = 1e-4
     noise_layers: Literal["conv", "weights", "all"] = "conv"
     awp_noise_in_attack: bool = False
-    steps: int = 10
-    step_size: float | None = None
+
+
+@dataclass
+class RATOptions(TrainingAttackOptions, TaylorSettings):
+    """RAT options. Defaults are the authors' code (``Alexkael/Randomized-Adversarial-Training``): base
+    TRADES, 1st + 2nd order with η 0.2 (0.3 for order 1), β 6, CE weight 1 − η, second-order factor 0.5
+    with the code's target, cc 0.8 for 10 classes / 0.98 for 100 (set it for other class counts), weight
+    noise of absolute std 1e-4 on conv layers during the attack (none for AWP-TRADES unless
+    ``awp_noise_in_attack``), TRADES attack (10 × eps/4, 0.001·N start, eval-mode BN), AWP γ 0.005 after
+    10 warm-up epochs. Paper readings: ``ce_weight=one``, ``second_target=symmetric``, ``noise_std=0.01``,
+    ``noise_layers=weights``, ``awp_noise_in_attack=true``."""
+
     init_std: float = 0.001
     attack_bn_mode: Literal["eval", "train"] = "eval"
     gamma: float = 0.005
@@ -168,7 +167,7 @@ class RATOptions:
         check_positive(self.noise_std, "rat noise_std", allow_zero=True)
         check_positive(self.second_factor, "rat second_factor", allow_zero=True)
         check_positive(self.gamma, "rat gamma", allow_zero=True)
-        check_attack(self.steps, self.step_size, "rat")
+        self.check_attack("rat")
 
     @property
     def resolved_eta(self) -> float:
@@ -188,7 +187,6 @@ class RAT(Defense):
     def smoke_low_lr(cls, options: dict[str, Any]) -> bool:
         return str(options.get("base", "trades")) in ("trades", "awp-trades", "awp")  # on a TRADES-like base
 
-
     Options = RATOptions
 
     @property
@@ -206,7 +204,7 @@ class RAT(Defense):
         o = self.options
         resolved: dict[str, Any] = {
             "eta": o.resolved_eta,
-            "step_size": unit_step(self.threat, o.steps, o.step_size, "eps/4" if o.base == "pgd-at" else "2eps/K"),
+            "step_size": self.alpha,
             "cc": o.cc if o.cc is not None else "0.8 for 10 classes, 0.98 for 100",
         }
         if o.base == "pgd-at":
@@ -247,6 +245,12 @@ class RAT(Defense):
         with torch.no_grad():
             return {n: o.noise_std * torch.randn_like(params[n]) for n in self.noisy_params(model)}
 
+    @property
+    def alpha(self) -> float:
+        """The attack's step size: eps/4 unless set (L2 on a TRADES base: the TRADES code's 2·eps/steps)."""
+        o = self.options
+        return o.step(self.threat, "eps/4" if o.base == "pgd-at" else "2eps/K")
+
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Inner maximisation on w + u (Eq. 4): TRADES KL-PGD, or CE-PGD for the PGD-AT base."""
         o = self.options
@@ -254,11 +258,9 @@ class RAT(Defense):
         with frozen(model, o.attack_bn_mode):
             fwd = perturbed_forward(model, u)
             if o.base == "pgd-at":
-                alpha = unit_step(self.threat, o.steps, o.step_size)
-                return pgd_perturb(fwd, x, y, self.threat, steps=o.steps, alpha=alpha, init="uniform",  # type: ignore[arg-type]
-                                   select="last")
-            alpha = unit_step(self.threat, o.steps, o.step_size, l2_rule="2eps/K")
-            return trades_kl_attack(fwd, x, self.threat, steps=o.steps, alpha=alpha, init_std=o.init_std)
+                return pgd_perturb(fwd, x, y, self.threat, steps=o.steps, alpha=self.alpha,  # type: ignore[arg-type]
+                                   init="uniform", select="last")
+            return trades_kl_attack(fwd, x, self.threat, steps=o.steps, alpha=self.alpha, init_std=o.init_std)
 
     def loss(self, model, x, y, ctx: StepContext):
         """(1 − η)·CE + β·KL(f(x) ‖ f(x′)) + η·first + second_factor·η·second (code-faithful App. D)."""

@@ -16,20 +16,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from advbench.core.passes import frozen
-from advbench.defenses._hvp import (
+from advbench.core.tensors import per_sample, per_sample_norm, unit_direction
+from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy
+from advbench.defenses.input_gradients import (
     LossFn,
     add_param_grads,
     autocast_off,
-    bnorm,
-    bview,
     ce_per_sample,
     fd_hvp,
     input_grad,
-    lmo,
-    norm_order,
     trainable,
 )
-from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy
 from advbench.errors import UserError
 from advbench.threat import ThreatModel
 
@@ -46,6 +43,42 @@ HR_TABLE: dict[tuple[str, str, str, int], tuple[float, float]] = {
     ("svhn", "l2", "fe", 3): (1.25, 0.99),
     ("svhn", "linf", "fe", 3): (1.5, 1.25),
 }
+
+
+def dual_exponent(p: float) -> float:
+    """Hölder conjugate q of p (1/p + 1/q = 1): 2 -> 2, inf -> 1, 1 -> inf."""
+    if p == float("inf"):
+        return 1.0
+    if p == 1:
+        return float("inf")
+    return p / (p - 1)
+
+
+def norm_order(norm: str) -> float:
+    """Threat norm name ("linf", "l2") as a number p."""
+    return float("inf") if norm == "linf" else 2.0
+
+
+def lmo(d: torch.Tensor, p: float) -> torch.Tensor:
+    """Linear-maximisation oracle: argmax_{||s||_p <= 1} <s, d> per sample (SCORPIO Eq. 8).
+
+    p = inf: sign(d); p = 2: d/||d||_2; p = 1: a signed one-hot at argmax |d|; otherwise
+    sign(d)|d|^(q-1) normalised to unit p-norm (the paper prints the exponent p/q, a typo: only q - 1
+    attains <s, d> = ||d||_q). Samples with d = 0 get s = 0.
+    """
+    if p == float("inf"):
+        return d.sign()
+    if p == 2:
+        return unit_direction(d)
+    flat = d.flatten(1)
+    if p == 1:
+        idx = flat.abs().argmax(dim=1, keepdim=True)
+        s = torch.zeros_like(flat).scatter(1, idx, flat.gather(1, idx).sign())
+        return s.view_as(d)
+    q = dual_exponent(p)
+    s = flat.sign() * flat.abs().pow(q - 1)
+    n = torch.linalg.vector_norm(s, ord=p, dim=1, keepdim=True)
+    return (s / torch.where(n > 0, n, torch.ones_like(n))).view_as(d)
 
 
 def frank_wolfe(grad_q: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, eps: float, p: float,
@@ -69,8 +102,8 @@ def initial_v(g0: torch.Tensor, eps: float, p: float, init: str) -> torch.Tensor
     if init == "lmo":
         return eps * lmo(g0, p)
     if init == "text":
-        n = bnorm(g0, p)
-        return eps * g0 / bview(torch.where(n > 0, n, torch.ones_like(n)), g0)
+        n = per_sample_norm(g0, p)
+        return eps * g0 / per_sample(torch.where(n > 0, n, torch.ones_like(n)), g0)
     return g0.clone()
 
 
@@ -202,5 +235,3 @@ class Scorpio(Defense):
             else ce + self.r * ce_q.detach()
         return {"loss": float(total), **self._logs(ce, ce_q, base.output, out_q, y)}
 
-
-__all__ = ["HR_TABLE", "Scorpio", "frank_wolfe", "fw_quadratic_attack", "initial_v", "resolve_h_r"]

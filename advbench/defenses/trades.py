@@ -6,30 +6,43 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from advbench.core.passes import frozen
-from advbench.defenses._common import (
-    KLReduction,
-    check_attack,
-    check_positive,
-    trades_kl_attack,
-    trades_objective,
-    unit_step,
-)
-from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy
-from advbench.threat import ThreatModel
+from advbench.attacks.training import TrainingAttackOptions, trades_examples
+from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy, check_positive
+from advbench.defenses.kl_divergence import KLReduction, kl_to_log_target
+
+
+def trades_objective(logits_nat: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float,
+                     reduction: KLReduction = "batchmean", detach_target: bool = False,
+                     logits_target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TRADES outer objective (Zhang et al. 2019, Eq. 5): CE(f(x), y) + β·KL(f(x) ‖ f(x′)).
+
+    Returns (loss, ce, kl). The KL target softmax(f(x)) keeps its gradient unless ``detach_target``
+    (the reference code does not detach it); ``logits_target`` replaces the logits of the target
+    branch (the reference code runs model(x) a second time for it).
+    """
+    ce = F.cross_entropy(logits_nat, y)
+    tgt = logits_nat if logits_target is None else logits_target
+    log_p_nat = F.log_softmax(tgt.detach() if detach_target else tgt, dim=1)
+    kl = kl_to_log_target(F.log_softmax(logits_adv, dim=1), log_p_nat, reduction)
+    return ce + beta * kl, ce, kl
 
 
 @dataclass
-class TRADESOptions:
+class TRADESWeight:
+    """TRADES's KL weight β (6), listed before the training attack's options."""
+
+    beta: float = 6.0
+
+
+@dataclass
+class TRADESOptions(TrainingAttackOptions, TRADESWeight):
     """TRADES options; defaults follow ``yaodongyu/TRADES`` (β 6, 10 KL-PGD steps, eval-mode BN while
     crafting, 0.001·N(0, I) start, batch-mean KL). The reference code uses step 0.007 at eps 0.031; the
     default here is eps/4 (2/255 at 8/255, as RAT and SAT use); L2 uses the code's 2·eps/steps."""
 
-    beta: float = 6.0
-    steps: int = 10
-    step_size: float | None = None
     init_std: float = 0.001
     init_clamp: bool = False  # reference: the Gaussian start is not clamped to [0, 1] before the first step
     attack_bn_mode: Literal["eval", "train"] = "eval"
@@ -40,16 +53,8 @@ class TRADESOptions:
     def validate(self) -> None:
         """β ≥ 0, steps ≥ 0, positive step size, init_std ≥ 0."""
         check_positive(self.beta, "trades beta", allow_zero=True)
-        check_attack(self.steps, self.step_size, "trades")
+        self.check_attack("trades")
         check_positive(self.init_std, "trades init_std", allow_zero=True)
-
-
-def trades_craft(model: nn.Module, x: torch.Tensor, threat: ThreatModel, *, steps: int, step_size: float | None,
-                 init_std: float, init_clamp: bool, bn_mode: str) -> torch.Tensor:
-    """TRADES adversarial examples for ``model`` with weights frozen and BN in ``bn_mode`` (Eq. 5 inner max)."""
-    alpha = unit_step(threat, steps, step_size, l2_rule="2eps/K")
-    with frozen(model, bn_mode):
-        return trades_kl_attack(model, x, threat, steps=steps, alpha=alpha, init_std=init_std, clamp_init=init_clamp)
 
 
 @DEFENSES.register("trades", help="TRADES: CE(f(x)) + beta * KL(f(x) || f(x')), x' from KL-PGD (Zhang et al. 2019)")
@@ -59,7 +64,6 @@ class TRADES(Defense):
     @classmethod
     def smoke_low_lr(cls, options: dict[str, Any]) -> bool:
         return True
-
 
     Options = TRADESOptions
 
@@ -72,14 +76,13 @@ class TRADES(Defense):
 
     def describe(self) -> dict[str, Any]:
         """Options plus the resolved step size."""
-        o = self.options
-        return {**super().describe(), "resolved": {"step_size": unit_step(self.threat, o.steps, o.step_size, "2eps/K")}}
+        return {**super().describe(), "resolved": {"step_size": self.options.step(self.threat, "2eps/K")}}
 
     def craft(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """The KL-PGD adversarial batch."""
+        """The KL-PGD adversarial batch (step 2·eps/steps for L2 unless set, as the TRADES code)."""
         o = self.options
-        return trades_craft(model, x, self.threat, steps=o.steps, step_size=o.step_size, init_std=o.init_std,
-                            init_clamp=o.init_clamp, bn_mode=o.attack_bn_mode)
+        return trades_examples(model, x, self.threat, steps=o.steps, alpha=o.step(self.threat, "2eps/K"),
+                               init_std=o.init_std, init_clamp=o.init_clamp, bn_mode=o.attack_bn_mode)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:

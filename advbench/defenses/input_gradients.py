@@ -1,9 +1,10 @@
-"""Shared numerics of the input-gradient and curvature regularizers.
+"""Input gradients and finite-difference Hessian-vector products, shared by the input-gradient and curvature
+regularizers (grad-reg, grad-reg-fd, CURE, LLR, SOAR, FOAR, SCORPIO).
 
 Per-sample input gradients (of the *summed* loss, so each sample gets its own gradient), finite-difference
-Hessian-vector products used by SOAR (Eq. 10), SCORPIO (Eqs. 10-11) and CURE, per-sample norms, the
-linear-maximisation oracle of Frank-Wolfe (SCORPIO Eq. 8) and a mode switch that keeps parameter grads on.
-The leading underscore keeps this module out of the defense auto-import.
+Hessian-vector products used by SOAR (Eq. 10), SCORPIO (Eqs. 10-11) and CURE, the penalty norm of an
+input-gradient penalty, and the bookkeeping of parameter gradients a defense adds to ``.grad`` itself.
+A helper module: it registers no defense.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advbench.core.passes import module_mode  # noqa: F401  (re-exported for the defenses)
-
 #: per-sample loss of (model output, labels) -> [B]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -28,61 +27,12 @@ def ce_per_sample(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y, reduction="none")
 
 
-def bview(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Reshape a per-sample vector [B] so that it broadcasts against ``like`` [B, ...]."""
-    return v.view(-1, *([1] * (like.dim() - 1)))
-
-
-def bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-sample inner product <a_i, b_i> -> [B]."""
-    return (a * b).flatten(1).sum(1)
-
-
-def bnorm(a: torch.Tensor, p: float) -> torch.Tensor:
-    """Per-sample p-norm ||a_i||_p -> [B] (p = inf for the max norm)."""
-    return torch.linalg.vector_norm(a.flatten(1), ord=p, dim=1)
-
-
-def dual_exponent(p: float) -> float:
-    """Hölder conjugate q of p (1/p + 1/q = 1): 2 -> 2, inf -> 1, 1 -> inf."""
-    if p == float("inf"):
-        return 1.0
-    if p == 1:
-        return float("inf")
-    return p / (p - 1)
-
-
-def norm_order(norm: str) -> float:
-    """Threat norm name ("linf", "l2") as a number p."""
-    return float("inf") if norm == "linf" else 2.0
-
-
-def unit_direction(g: torch.Tensor) -> torch.Tensor:
-    """g_i / ||g_i||_2 per sample, and 0 where g_i = 0."""
-    n = bnorm(g, 2)
-    return g / bview(torch.where(n > 0, n, torch.ones_like(n)), g)
-
-
-def lmo(d: torch.Tensor, p: float) -> torch.Tensor:
-    """Linear-maximisation oracle: argmax_{||s||_p <= 1} <s, d> per sample (SCORPIO Eq. 8).
-
-    p = inf: sign(d); p = 2: d/||d||_2; p = 1: a signed one-hot at argmax |d|; otherwise
-    sign(d)|d|^(q-1) normalised to unit p-norm (the paper prints the exponent p/q, a typo: only q - 1
-    attains <s, d> = ||d||_q). Samples with d = 0 get s = 0.
-    """
-    if p == float("inf"):
-        return d.sign()
-    if p == 2:
-        return unit_direction(d)
-    flat = d.flatten(1)
-    if p == 1:
-        idx = flat.abs().argmax(dim=1, keepdim=True)
-        s = torch.zeros_like(flat).scatter(1, idx, flat.gather(1, idx).sign())
-        return s.view_as(d)
-    q = dual_exponent(p)
-    s = flat.sign() * flat.abs().pow(q - 1)
-    n = torch.linalg.vector_norm(s, ord=p, dim=1, keepdim=True)
-    return (s / torch.where(n > 0, n, torch.ones_like(n))).view_as(d)
+def resolve_penalty(penalty: str, norm: str) -> str:
+    """Norm of an input-gradient penalty: ``auto`` -> the dual norm of the threat (l2 for L2 attacks, l1 for
+    Linf attacks); any other value is kept."""
+    if penalty != "auto":
+        return penalty
+    return "l1" if norm == "linf" else "l2"
 
 
 @dataclass
@@ -140,7 +90,6 @@ def fd_hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, 
         g0 = input_grad(model, x, y, loss_fn=loss_fn, create_graph=create_graph).grad
     g_plus = input_grad(model, x + h * v, y, loss_fn=loss_fn, create_graph=create_graph).grad
     return (g_plus - g0) / h
-
 
 
 @contextmanager
