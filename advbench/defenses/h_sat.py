@@ -190,7 +190,6 @@ class HSAT(LambdaCurriculum):
     """min_θ E CE(f(x + δ*), y), δ* = PGD whose every step moves only the λ-fraction of samples with the
     smallest ψ_H (SAT Eq. 10, 11, App. B.3)."""
 
-    double_backward = True
     epoch_options = ("schedule_scale",)
 
     Options = HSATOptions
