@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
+
 from advbench import runs
 from advbench.core import distributed
 from advbench.core.signals import StopFlag
@@ -130,11 +132,9 @@ class ShardSync:
         token = distributed.broadcast_object(os.urandom(8).hex() if distributed.is_main() else None)
         self.prefix = f"advbench/evaluate/{token}"
         if world > 1:
-            try:
-                from torch.distributed import distributed_c10d  # absent from builds without distributed support
-
-                self.store = distributed_c10d._get_default_store()
-            except (ImportError, AttributeError, RuntimeError, ValueError):
+            try:  # distributed_c10d is absent from builds without distributed support
+                self.store = dist.distributed_c10d._get_default_store()
+            except (AttributeError, RuntimeError, ValueError):
                 self.store = None  # fall back to a collective at the end
 
     def stopped_elsewhere(self) -> bool:

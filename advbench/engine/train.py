@@ -82,8 +82,8 @@ class Trainer:
         check_runtime(cfg, self.device, self.world)
         self.splits: DataSplits = load_run_splits(cfg, self.world)
         seed_everything(cfg.seed)
-        self.model, self.runtime = apply_speed_flags(cfg, build_run_model(cfg, self.splits.info).to(self.device),
-                                                     self.splits, self.device, self.world)
+        model = build_run_model(cfg, self.splits.info).to(self.device)
+        self.model, self.runtime = apply_speed_flags(cfg, model, self.splits, self.device, self.world)
         self.pin_memory = self.runtime["data"]["pin_memory"]
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.amp == "fp16" else None
         self.optimizer = SyncedOptimizer(build_optimizer(cfg, self.model), scaler=self.scaler, sync=self.world > 1)
