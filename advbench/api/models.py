@@ -119,7 +119,8 @@ def load_source(source: Any, dev: Any) -> tuple[Any, dict[str, Any] | None]:
 
 
 def load_any_run_model(run_dir: Path, checkpoint: str, dev: Any) -> tuple[Any, dict[str, Any]]:
-    """A trained run's model, or an external-model directory's model (rebuilt from its module spec)."""
+    """A trained run's model; a directory of results on an external model is refused with the command that
+    attacks it (the code that built that model is never run because a results folder names it)."""
     record = runs.read_json(run_dir / "config.json")
     if record.get("kind") == "external":
         # the folder names the code that built its model; running it would let whoever hands over a results
