@@ -47,7 +47,7 @@ def load_problem(args: argparse.Namespace, device: torch.device) -> tuple[torch.
         from advbench.config import TrainConfig
         from advbench.data import load_splits
         from advbench.engine.evaluate import to_model_input
-        from advbench.engine.train import load_run_model
+        from advbench.engine.setup import load_run_model
 
         model, record = load_run_model(args.run, "best", device)
         cfg = TrainConfig(**runs.read_json(f"{args.run}/config.json")["config"])

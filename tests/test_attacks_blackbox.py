@@ -13,7 +13,8 @@ from advbench.attacks.base import AttackContext
 from advbench.attacks.mindist import min_distance
 from advbench.attacks.rays import rays_search
 from advbench.attacks.simba import dct_matrix, simba
-from advbench.engine.evaluate import EvalJob, evaluate_suite
+from advbench.engine.evaluate import evaluate_suite
+from advbench.engine.job import EvalJob
 from advbench.threat import ThreatModel
 
 

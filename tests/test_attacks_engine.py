@@ -15,7 +15,8 @@ from advbench.attacks import ATTACKS, SUITES, Suite, SuiteEntry, build_attack
 from advbench.attacks.base import AttackContext
 from advbench.cli import main
 from advbench.core.signals import Interrupted, StopFlag
-from advbench.engine.evaluate import EvalJob, evaluate_suite
+from advbench.engine.evaluate import evaluate_suite
+from advbench.engine.job import EvalJob
 from advbench.threat import ThreatModel
 
 CPU = torch.device("cpu")

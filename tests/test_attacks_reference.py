@@ -7,7 +7,8 @@ import torch
 from test_attacks_models import small_problem
 
 from advbench.attacks import SUITES, Suite, SuiteEntry, build_attack
-from advbench.engine.evaluate import EvalJob, evaluate_suite
+from advbench.engine.evaluate import evaluate_suite
+from advbench.engine.job import EvalJob
 from advbench.threat import ThreatModel
 
 

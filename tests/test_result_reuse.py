@@ -17,7 +17,7 @@ from advbench import api, runs
 from advbench.attacks import SUITES
 from advbench.config import TrainConfig, config_to_dict
 from advbench.core.digest import code_identity, data_digest, weights_digest
-from advbench.engine.evaluate import EvalJob, identity_of
+from advbench.engine.job import EvalJob, identity_of
 from advbench.threat import ThreatModel
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from advbench import api, runs
 from advbench.cli import main
+from advbench.defenses import DEFENSES
 from advbench.errors import UserError
 from advbench.models import build_model, enable_grad_checkpointing
 
@@ -104,15 +105,34 @@ def test_sync_bn_on_cpu_is_a_user_error(tmp_path):
         api.train(out=tmp_path, settings=TINY_SET, sync_bn=True, **TINY)
 
 
-def test_compile_runs_and_double_backprop_failure_is_one_line(tmp_path, fp32_run):
+def test_compile_runs_and_a_failing_first_step_is_one_line(tmp_path, fp32_run, monkeypatch):
     run_dir, _ = api.train(out=tmp_path, name="compiled", settings={**TINY_SET, "compile_backend": "eager"},
                            compile=True, **TINY)
     assert runs.read_json(run_dir / "config.json")["runtime"]["compile"] is True
     assert _weights(run_dir).keys() == _weights(fp32_run).keys(), "compiling must not rename checkpoint keys"
     assert _metrics(run_dir)["loss"] == pytest.approx(_metrics(fp32_run)["loss"], rel=1e-5)
-    with pytest.raises(UserError, match="does not support double backward"):
-        api.train(out=tmp_path, name="foar", defense="foar", compile=True,
-                  settings={**TINY_SET, "compile_backend": "aot_eager"}, **TINY)
+
+    def failing_step(self, *args, **kwargs):
+        raise RuntimeError("backend compiler failed\nmore lines")
+
+    monkeypatch.setattr(DEFENSES.get("standard"), "train_step", failing_step)
+    with pytest.raises(UserError, match=r"the first training step of 'standard' failed under torch.compile "
+                                        r"\(RuntimeError: backend compiler failed\)"):
+        api.train(out=tmp_path, name="failing", compile=True, settings={**TINY_SET, "compile_backend": "eager"},
+                  **TINY)
+
+
+@pytest.mark.parametrize("defense", [name for name in DEFENSES if DEFENSES.get(name).double_backward])
+def test_compile_is_refused_up_front_for_double_backward(tmp_path, defense, capsys):
+    with pytest.raises(UserError, match=rf"^--compile: '{defense}' differentiates through a gradient \(double "
+                                        r"backward\), which torch.compile does not support; run without --compile$"):
+        api.train(out=tmp_path, name="refused", defense=defense, compile=True, settings=TINY_SET, **TINY)
+    assert not (tmp_path / "refused").exists(), "refused before a run folder is made"
+    code = main(["train", "--defense", defense, "--compile", "--epochs", "1", "--device", "cpu", "--out",
+                 str(tmp_path), "--name", "cli", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "differentiates through a gradient (double backward)" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "cli").exists()
 
 
 def test_peak_memory_is_recorded(fp32_run, tmp_path):

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from advbench import runs
-from advbench.api.jobs import eval_device, main_rank_first, run_job, suite_for, threats_for
+from advbench.api.jobs import main_rank_first, run_job, suite_for, threats_for
 from advbench.api.models import load_any_run_model, load_source
 from advbench.config import TrainConfig, parse_set_options
 from advbench.core import distributed
+from advbench.core.devices import rank_device
 from advbench.data import load_splits
 from advbench.errors import UserError
 
@@ -26,7 +27,6 @@ def attack(run: str | Path, *, suite: str | None = "pgd", attack: str | None = N
     runs the model probe behind the checks; ``attack_hook(event, **info)`` sees attack-internal
     checkpoints (AutoAttack components).
     """
-
     run_dir = runs.resolve_run(run)
     if n_eval < 1 or batch_size < 1:
         raise UserError("--n-eval and --batch-size must be >= 1")
@@ -35,7 +35,7 @@ def attack(run: str | Path, *, suite: str | None = "pgd", attack: str | None = N
     record = runs.read_json(run_dir / "config.json")
     cfg = TrainConfig(**record["config"])
     threats = threats_for(eps, norm or cfg.norm, cfg.eps)
-    dev = eval_device(device)
+    dev = rank_device(device)  # under torchrun, ``cuda`` is this rank's GPU
     with distributed.process_group(dev):  # torchrun: each rank evaluates a shard
         model, _ = load_any_run_model(run_dir, checkpoint, dev)
         ckpt_epoch = None

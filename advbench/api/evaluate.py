@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from advbench import runs
-from advbench.api.jobs import eval_device, main_rank_first, run_job, suite_for, threats_for
+from advbench.api.jobs import main_rank_first, run_job, suite_for, threats_for
 from advbench.api.models import external_record, load_model_module, load_source
 from advbench.config import parse_set_options
 from advbench.core import distributed
+from advbench.core.devices import rank_device
 from advbench.data import load_splits
 from advbench.errors import UserError
 from advbench.threat import parse_norm
@@ -30,7 +31,6 @@ def evaluate(model: Any, *, dataset: Any = "synthetic", suite: str | None = "pgd
     Writes ``out/attacks/<suite>.json`` (and ``out/config.json`` describing the model, so that
     ``advbench report out`` shows it). ``source``: a model or run directory for transfer attacks.
     """
-
     if n_eval < 1 or batch_size < 1:
         raise UserError("n_eval and batch_size must be >= 1")
     spec = model if isinstance(model, str) else None
@@ -39,11 +39,10 @@ def evaluate(model: Any, *, dataset: Any = "synthetic", suite: str | None = "pgd
     the_suite = suite_for(suite, attack, opts)
     the_norm = parse_norm(norm)
     threats = threats_for(eps, the_norm, "8/255")
-    dev = eval_device(device)
+    dev = rank_device(device)  # under torchrun, ``cuda`` is this rank's GPU
     with distributed.process_group(dev):  # torchrun: each rank evaluates a shard
         net = load_model_module(model, checkpoint, dev) if spec is not None else model.to(dev).eval()
         if isinstance(dataset, str):
-
             with main_rank_first(download):
                 data: Any = load_splits(dataset, data_dir=data_dir, download=download, n_test=n_eval,
                                         options=dataset_options).test

@@ -14,13 +14,11 @@ from torch import nn
 
 from advbench import runs
 from advbench.config import TrainConfig, config_to_dict
-from advbench.engine.train import load_run_model
+from advbench.engine.setup import load_run_model
 from advbench.errors import UserError
 
-_MODULE_SPEC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-
-
-_ATTR_SPEC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+#: a dotted Python name: a module path (``pkg.module``) or an attribute path (``factory``, ``Zoo.make``)
+_DOTTED_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 def _import_model_source(spec: str) -> tuple[Any, str]:
@@ -30,9 +28,8 @@ def _import_model_source(spec: str) -> tuple[Any, str]:
     not added); ``path/to/file.py:factory`` loads exactly that file. Either way the code is the user's own
     choice on the command line: advbench never imports a module named by a file it reads.
     """
-
     mod_name, sep, attr = spec.rpartition(":")
-    if not sep or not mod_name or not _ATTR_SPEC.match(attr):
+    if not sep or not mod_name or not _DOTTED_NAME.match(attr):
         raise UserError(f"--model-module {spec!r} must be pkg.module:factory or path/to/file.py:factory "
                         "(e.g. mymodels.nets:make_model)")
     if mod_name.endswith(".py"):
@@ -49,7 +46,7 @@ def _import_model_source(spec: str) -> tuple[Any, str]:
         except Exception as err:  # noqa: BLE001 - the user's file failed; say so in one line
             raise UserError(f"--model-module {spec}: running {path} raised {type(err).__name__}: {err}") from None
         return module, attr
-    if not _MODULE_SPEC.match(mod_name):
+    if not _DOTTED_NAME.match(mod_name):
         raise UserError(f"--model-module {spec!r}: '{mod_name}' is not a module name; use pkg.module:factory or "
                         "path/to/file.py:factory")
     try:
@@ -68,7 +65,6 @@ def load_model_module(spec: str, checkpoint: str | Path | None = None, device: A
 
     This imports and runs that code: call it only with a spec the user typed (never one read from a file).
     """
-
     module, attr = _import_model_source(str(spec))
     obj = module
     for part in attr.split("."):
@@ -123,7 +119,8 @@ def load_source(source: Any, dev: Any) -> tuple[Any, dict[str, Any] | None]:
 
 
 def load_any_run_model(run_dir: Path, checkpoint: str, dev: Any) -> tuple[Any, dict[str, Any]]:
-    """A trained run's model, or an external-model directory's model (rebuilt from its module spec)."""
+    """A trained run's model; a directory of results on an external model is refused with the command that
+    attacks it (the code that built that model is never run because a results folder names it)."""
     record = runs.read_json(run_dir / "config.json")
     if record.get("kind") == "external":
         # the folder names the code that built its model; running it would let whoever hands over a results
@@ -134,5 +131,4 @@ def load_any_run_model(run_dir: Path, checkpoint: str, dev: Any) -> tuple[Any, d
         raise UserError(f"{run_dir} holds results of an external model; advbench does not run code named in a "
                         f"results folder: if you trust it, type 'advbench attack --model-module {spec} "
                         f"--out {run_dir} --dataset DATASET' yourself")
-
     return load_run_model(run_dir, checkpoint, dev)

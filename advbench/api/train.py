@@ -22,7 +22,6 @@ def train(*, out: str | Path = "runs", name: str | None = None, resume: str | Pa
     ``options`` are TrainConfig fields (dataset, model, defense, eps, norm, epochs, batch_size, lr, seed,
     n_train, ...); ``settings`` are ``--set`` style overrides routed to the defense, model or dataset.
     """
-
     flag = stop or StopFlag()
     quiet = quiet or os.environ.get("RANK", "0") != "0"  # under torchrun rank 0 shows progress
     with make_progress(quiet) as progress, stop_on_signals(flag):

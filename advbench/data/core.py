@@ -47,7 +47,8 @@ class DatasetInfo:
 
 @dataclass
 class TensorSplit:
-    """One split held in memory: uint8 images ``x`` [N, C, H, W] and int64 labels ``y`` [N]."""
+    """Images ``x`` [N, C, H, W] and int64 labels ``y`` [N] held in memory: a loaded split (uint8 in 0..255), or
+    the images an evaluation runs on (also float in [0, 1]; see :func:`advbench.engine.job.as_eval_data`)."""
 
     x: torch.Tensor
     y: torch.Tensor

@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from advbench.attacks.pgd import pgd_perturb
 from advbench.core.passes import frozen
+from advbench.threat import ThreatModel
 
 STATUSES = ("pass", "warn", "fail")
 #: the large-eps probe: Linf PGD over the whole [0, 1] box must fool (almost) everything
@@ -83,9 +85,6 @@ def probe_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
     - ``nondeterminism``: max |f(x) - f(x)| over two eval-mode passes, relative to max |f(x)|;
     - ``input_min`` / ``input_max``: range of the clean inputs.
     """
-    from advbench.attacks.pgd import pgd_perturb
-    from advbench.threat import ThreatModel
-
     threat = ThreatModel("linf", LARGE_EPS, "1")
     n = x.shape[0]
     zero, nonzero, large_correct, clean_correct = 0, 0.0, 0, 0
