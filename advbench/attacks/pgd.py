@@ -17,6 +17,16 @@ from advbench.core.tensors import per_sample
 from advbench.errors import UserError
 from advbench.threat import ThreatModel
 
+#: how PGD picks each sample's result across iterates and restarts:
+#:
+#: - ``misclassified`` (evaluation): keep the first iterate that is misclassified (any restart); restarts only
+#:   re-attack samples that are still correct, and a fooled sample leaves the batch (its passes are saved).
+#:   Assumes independent samples: an eval-mode model (train-mode BN couples the batch; training-time attacks
+#:   use ``last`` or ``max-loss``).
+#: - ``max-loss`` (training, Rice et al.): keep the final iterate with the highest loss over restarts.
+#: - ``best-loss`` (``use_best`` of the ``robustness`` library): the iterate with the best objective over all
+#:   steps and restarts.
+#: - ``last``: the last iterate of the last restart.
 Select = Literal["misclassified", "max-loss", "last", "best-loss"]
 
 
@@ -72,17 +82,8 @@ def pgd_perturb(
 
     ``loss`` is a name in ``LOSSES`` or a per-sample function of (logits, labels); gradients use the sum
     over the batch, so each sample gets its own input gradient. With ``targeted`` the loss to ``target``
-    is minimised (success is still judged against the true label ``y``). Selection per sample across
-    iterates and restarts:
-
-    - ``misclassified`` (evaluation): keep the first iterate that is misclassified (any restart);
-      restarts only re-attack samples that are still correct, and a fooled sample leaves the batch
-      (its passes are saved). Assumes independent samples: an eval-mode model (train-mode BN couples
-      the batch; training-time attacks use ``last`` or ``max-loss``).
-    - ``max-loss`` (training, Rice et al.): keep the final iterate with the highest loss over restarts.
-    - ``best-loss`` (``use_best`` of the ``robustness`` library): the iterate with the best objective over
-      all steps and restarts.
-    - ``last``: the last iterate of the last restart.
+    is minimised (success is still judged against the true label ``y``). ``select`` picks each sample's
+    result across iterates and restarts (see :data:`Select`).
     """
     loss_fn = get_loss(loss)
     if targeted and target is None:
@@ -108,35 +109,46 @@ def pgd_perturb(
             best[idx] = out
             fooled[idx] = found
             continue
-        run_best = torch.full((len(idx),), float("-inf"), device=x.device, dtype=x.dtype)
-        run_best_x = xa.clone() if select == "best-loss" else xa
-        for _step in range(steps):
-            delta.requires_grad_(True)
-            logits = model(xa + delta)
-            sample_loss = sign * loss_fn(logits, la)
-            (grad,) = torch.autograd.grad(sample_loss.sum(), delta)
-            if select == "best-loss":
-                with torch.no_grad():
-                    better = sample_loss > run_best
-                    run_best_x = torch.where(per_sample(better, xa), xa + delta, run_best_x)
-                    run_best = torch.where(better, sample_loss, run_best)
-            delta = ascent_step(delta.detach(), grad, threat, alpha)
-            delta = (xa + delta).clamp(0, 1) - xa
-        x_final = (xa + delta).detach()
+        x_final, final_loss = _pgd_run(model, xa, la, delta, threat, steps=steps, alpha=alpha, loss_fn=loss_fn,
+                                       sign=sign, select=select)
         if select in ("max-loss", "best-loss"):
-            with torch.no_grad():
-                final_loss = sign * loss_fn(model(x_final), la)
-            if select == "best-loss":
-                better = final_loss > run_best
-                run_best_x = torch.where(per_sample(better, xa), x_final, run_best_x)
-                run_best = torch.where(better, final_loss, run_best)
-                x_final, final_loss = run_best_x, run_best
             better = final_loss > best_loss[idx]
             best[idx[better]] = x_final[better]
             best_loss[idx[better]] = final_loss[better]
         else:
             best[idx] = x_final
     return best
+
+
+def _pgd_run(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, delta: torch.Tensor, threat: ThreatModel, *,
+             steps: int, alpha: float, loss_fn: LossFn, sign: float, select: Select
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One PGD run of ``steps`` steps from ``x + delta``; returns (images, their loss or None).
+
+    ``best-loss`` returns the iterate with the highest loss over all steps (the final one included),
+    ``max-loss`` the final iterate with its loss, ``last`` the final iterate alone."""
+    run_best = torch.full((x.shape[0],), float("-inf"), device=x.device, dtype=x.dtype)
+    run_best_x = x.clone() if select == "best-loss" else x
+    for _step in range(steps):
+        delta.requires_grad_(True)
+        sample_loss = sign * loss_fn(model(x + delta), labels)
+        (grad,) = torch.autograd.grad(sample_loss.sum(), delta)
+        if select == "best-loss":
+            with torch.no_grad():
+                better = sample_loss > run_best
+                run_best_x = torch.where(per_sample(better, x), x + delta, run_best_x)
+                run_best = torch.where(better, sample_loss, run_best)
+        delta = ascent_step(delta.detach(), grad, threat, alpha)
+        delta = (x + delta).clamp(0, 1) - x
+    x_final = (x + delta).detach()
+    if select not in ("max-loss", "best-loss"):
+        return x_final, None
+    with torch.no_grad():
+        final_loss = sign * loss_fn(model(x_final), labels)
+    if select == "max-loss":
+        return x_final, final_loss
+    better = final_loss > run_best
+    return torch.where(per_sample(better, x), x_final, run_best_x), torch.where(better, final_loss, run_best)
 
 
 def _pgd_until_misclassified(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor,

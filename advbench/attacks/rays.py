@@ -34,6 +34,49 @@ class RaySOutcome:
 
 
 @torch.no_grad()
+class _RaySearch:
+    """The state of one batch's ray search: best direction and radius per sample, queries spent."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, tol: float) -> None:
+        self.model, self.y, self.tol, self.shape = model, y, tol, x.shape
+        self.flat = x.flatten(1)
+        b = x.shape[0]
+        self.queries = torch.ones(b, dtype=torch.long, device=x.device)
+        self.correct = model(x).argmax(1) == y
+        self.r_best = torch.full((b,), float("inf"), device=x.device, dtype=x.dtype)
+        self.r_best[~self.correct] = 0.0
+        self.d_best = torch.ones_like(self.flat)
+
+    def adversarial(self, rows: torch.Tensor, d: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """Whether x + r·d (clipped to [0, 1]) is misclassified, for the samples ``rows``."""
+        xa = (self.flat[rows] + r[:, None] * d).clamp(0, 1).view(len(rows), *self.shape[1:])
+        return self.model(xa).argmax(1) != self.y[rows]
+
+    def search(self, rows: torch.Tensor, d: torch.Tensor) -> None:
+        """Check d at the current best radius (1 where none yet); bisect where it is adversarial."""
+        r_best = self.r_best
+        hi = torch.where(torch.isinf(r_best[rows]), torch.ones_like(r_best[rows]), r_best[rows])
+        adv = self.adversarial(rows, d, hi)
+        self.queries[rows] += 1
+        if not bool(adv.any()):
+            return
+        sel, dc, h = rows[adv], d[adv], hi[adv]
+        lo = torch.zeros_like(h)
+        while True:
+            need = (h - lo) > self.tol
+            if not bool(need.any()):
+                break
+            idx = need.nonzero().squeeze(1)
+            mid = (lo[idx] + h[idx]) / 2
+            a = self.adversarial(sel[idx], dc[idx], mid)
+            self.queries[sel[idx]] += 1
+            h[idx] = torch.where(a, mid, h[idx])
+            lo[idx] = torch.where(a, lo[idx], mid)
+        # adversarial at the best radius => its own radius is no larger: keep it (small gains add up)
+        r_best[sel] = torch.minimum(h, r_best[sel])
+        self.d_best[sel] = dc
+
+
 def rays_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, max_queries: int, tol: float,
                 stop_at: float | None = None, init: str = "random",
                 generator: torch.Generator | None = None) -> RaySOutcome:
@@ -41,71 +84,34 @@ def rays_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, max_queri
 
     ``stop_at``: stop a sample once its distance is <= this (enough for accuracy at eps, not for ADBD).
     """
-    b = x.shape[0]
-    flat = x.flatten(1)
-    dim = flat.shape[1]
-    shape = x.shape
-
-    def adversarial(rows: torch.Tensor, d: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        xa = (flat[rows] + r[:, None] * d).clamp(0, 1).view(len(rows), *shape[1:])
-        return model(xa).argmax(1) != y[rows]
-
-    queries = torch.ones(b, dtype=torch.long, device=x.device)
-    correct = model(x).argmax(1) == y
+    state = _RaySearch(model, x, y, tol)
+    b, dim = state.flat.shape
     if init == "random":
         gdev = generator.device if generator is not None else x.device
-        d_best = (torch.randint(0, 2, (b, dim), generator=generator, device=gdev).to(x.device, x.dtype) * 2 - 1)
-    else:
-        d_best = torch.ones(b, dim, device=x.device, dtype=x.dtype)
-    r_best = torch.full((b,), float("inf"), device=x.device, dtype=x.dtype)
-    r_best[~correct] = 0.0
-
-    def search(rows: torch.Tensor, d: torch.Tensor) -> None:
-        """Check d at the current best radius (1 where none yet); bisect where it is adversarial."""
-        hi = torch.where(torch.isinf(r_best[rows]), torch.ones_like(r_best[rows]), r_best[rows])
-        adv = adversarial(rows, d, hi)
-        queries[rows] += 1
-        if not bool(adv.any()):
-            return
-        sel, dc, h = rows[adv], d[adv], hi[adv]
-        lo = torch.zeros_like(h)
-        while True:
-            need = (h - lo) > tol
-            if not bool(need.any()):
-                break
-            idx = need.nonzero().squeeze(1)
-            mid = (lo[idx] + h[idx]) / 2
-            a = adversarial(sel[idx], dc[idx], mid)
-            queries[sel[idx]] += 1
-            h[idx] = torch.where(a, mid, h[idx])
-            lo[idx] = torch.where(a, lo[idx], mid)
-        # adversarial at the best radius => its own radius is no larger: keep it (small gains add up)
-        r_best[sel] = torch.minimum(h, r_best[sel])
-        d_best[sel] = dc
-
+        state.d_best = (torch.randint(0, 2, (b, dim), generator=generator, device=gdev).to(x.device, x.dtype) * 2 - 1)
     rows_all = torch.arange(b, device=x.device)
-    first = correct.nonzero().squeeze(1)
+    first = state.correct.nonzero().squeeze(1)
     if len(first):
-        search(first, d_best[first].clone())
+        state.search(first, state.d_best[first].clone())
     level, block = 0, 0
     while True:
-        active = correct & (queries < max_queries)
+        active = state.correct & (state.queries < max_queries)
         if stop_at is not None:
-            active &= r_best > stop_at
+            active &= state.r_best > stop_at
         if not bool(active.any()):
             break
         n_blocks = min(2**level, dim)
         size = math.ceil(dim / n_blocks)
         start, end = block * size, min(dim, (block + 1) * size)
         rows = rows_all[active]
-        d = d_best[rows].clone()
-        d[:, start:end] *= -1
-        search(rows, d)
+        d = state.d_best[rows].clone()
+        d[:, start:end] *= -1  # flip one block of the sign vector (hierarchical search, coarse to fine)
+        state.search(rows, d)
         block += 1
         if block >= n_blocks or end >= dim:
             block = 0
             level = level + 1 if n_blocks < dim else 0
-    return RaySOutcome(r_best, d_best, queries)
+    return RaySOutcome(state.r_best, state.d_best, state.queries)
 
 
 @dataclass

@@ -41,76 +41,97 @@ def convert(value: Any, tp: Any, where: str) -> Any:
     return _convert_one(value, tp, where)
 
 
+def _union(value: Any, tp: Any, where: str) -> Any:
+    args = get_args(tp)
+    if value is None or (isinstance(value, str) and value.strip().lower() in {"none", "null", ""}):
+        if type(None) in args:
+            return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return convert(value, arg, where)
+        except UserError as err:
+            errors.append(str(err))
+    raise UserError(errors[0] if errors else f"invalid value {value!r} for {where}")
+
+
+def _literal(value: Any, tp: Any, where: str) -> Any:
+    choices = get_args(tp)
+    text = str(value).strip().lower() if isinstance(value, str) else value
+    if text in choices:
+        return text
+    hint = closest(str(value), [str(c) for c in choices])
+    extra = f"; did you mean {hint[0]!r}?" if hint else ""
+    raise UserError(f"invalid value {value!r} for {where}; choose one of {', '.join(map(str, choices))}{extra}")
+
+
+def _bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise UserError(f"invalid value {value!r} for {where}; write true or false")
+
+
+def _int(value: Any, where: str) -> int:
+    if isinstance(value, bool):
+        raise UserError(f"invalid value {value!r} for {where}; expected an integer")
+    if isinstance(value, int):
+        return _in_int64(value, value, where)
+    text = str(value).strip()
+    try:
+        return _in_int64(int(text), value, where)  # exact for long digit strings
+    except ValueError:
+        pass
+    try:
+        f = float(text)
+    except ValueError:
+        raise UserError(f"invalid value {value!r} for {where}; expected an integer") from None
+    if not math.isfinite(f) or not f.is_integer():
+        raise UserError(f"invalid value {value!r} for {where}; expected an integer")
+    return _in_int64(int(f), value, where)
+
+
+def _float(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise UserError(f"invalid value {value!r} for {where}; expected a number")
+    if isinstance(value, (int, float)):
+        return _finite(float(value), value, where)
+    text = str(value).strip()
+    if "/" in text:  # paper-style fractions: 2/255
+        return _finite(parse_eps(text)[0], value, where)
+    try:
+        return _finite(float(text), value, where)
+    except ValueError:
+        raise UserError(f"invalid value {value!r} for {where}; expected a number") from None
+
+
+def _sequence(value: Any, tp: Any, where: str) -> list[Any] | tuple[Any, ...]:
+    (inner, *_) = get_args(tp) or (str,)
+    items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v.strip()]
+    out = [convert(v, inner, where) for v in items]
+    return tuple(out) if get_origin(tp) is tuple else out
+
+
 def _convert_one(value: Any, tp: Any, where: str) -> Any:
-    """Convert ``value`` (often a string from the command line) to the type ``tp``."""
+    """Dispatch on the type: unions, literals, bool, int, float, str, list/tuple, dict; other types pass."""
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = get_args(tp)
-        if value is None or (isinstance(value, str) and value.strip().lower() in {"none", "null", ""}):
-            if type(None) in args:
-                return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return convert(value, arg, where)
-            except UserError as err:
-                errors.append(str(err))
-        raise UserError(errors[0] if errors else f"invalid value {value!r} for {where}")
+        return _union(value, tp, where)
     if origin is Literal:
-        choices = get_args(tp)
-        text = str(value).strip().lower() if isinstance(value, str) else value
-        if text in choices:
-            return text
-        hint = closest(str(value), [str(c) for c in choices])
-        extra = f"; did you mean {hint[0]!r}?" if hint else ""
-        raise UserError(f"invalid value {value!r} for {where}; choose one of {', '.join(map(str, choices))}{extra}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in {"1", "true", "yes", "on"}:
-            return True
-        if text in {"0", "false", "no", "off"}:
-            return False
-        raise UserError(f"invalid value {value!r} for {where}; write true or false")
-    if tp is int:
-        if isinstance(value, bool):
-            raise UserError(f"invalid value {value!r} for {where}; expected an integer")
-        if isinstance(value, int):
-            return _in_int64(value, value, where)
-        text = str(value).strip()
-        try:
-            return _in_int64(int(text), value, where)  # exact for long digit strings
-        except ValueError:
-            pass
-        try:
-            f = float(text)
-        except ValueError:
-            raise UserError(f"invalid value {value!r} for {where}; expected an integer") from None
-        if not math.isfinite(f) or not f.is_integer():
-            raise UserError(f"invalid value {value!r} for {where}; expected an integer")
-        return _in_int64(int(f), value, where)
-    if tp is float:
-        if isinstance(value, bool):
-            raise UserError(f"invalid value {value!r} for {where}; expected a number")
-        if isinstance(value, (int, float)):
-            return _finite(float(value), value, where)
-        text = str(value).strip()
-        if "/" in text:  # paper-style fractions: 2/255
-            return _finite(parse_eps(text)[0], value, where)
-        try:
-            return _finite(float(text), value, where)
-        except ValueError:
-            raise UserError(f"invalid value {value!r} for {where}; expected a number") from None
+        return _literal(value, tp, where)
+    simple = {bool: _bool, int: _int, float: _float}
+    if tp in simple:
+        return simple[tp](value, where)
     if tp is str:
         return str(value)
     if origin in (list, tuple):
-        (inner, *_) = get_args(tp) or (str,)
-        items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v.strip()]
-        out = [convert(v, inner, where) for v in items]
-        return tuple(out) if origin is tuple else out
+        return _sequence(value, tp, where)
     if origin is dict or tp is dict:
         if isinstance(value, dict):
             return dict(value)

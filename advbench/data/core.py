@@ -216,6 +216,59 @@ def _check_raw(name: str, raw: RawDataset, info: DatasetInfo) -> None:
             )
 
 
+def _train_val_indices(name: str, n_full: int, val_size: int | None, n_train: int | None,
+                       split_seed: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(val_size, sorted validation indices, sorted training indices) of a training set of ``n_full`` images:
+    the validation split is the first ``val_size`` of the ``split_seed`` permutation, training the first
+    ``n_train`` of the rest. UserError for sizes that do not fit."""
+    if val_size is None:
+        val_size = min(DEFAULT_VAL_MAX, n_full // 10)
+    if val_size < 0 or val_size >= n_full:
+        raise UserError(
+            f"val_size={val_size} is invalid for {name}: "
+            f"need 0 <= val_size < {n_full} (the training set size)"
+        )
+    perm = split_permutation(n_full, split_seed)
+    val_idx = np.sort(perm[:val_size])
+    rest = perm[val_size:]
+    if n_train is not None:
+        if n_train < 1 or n_train > len(rest):
+            raise UserError(
+                f"n_train={n_train} is invalid for {name}: {len(rest)} training examples are left "
+                f"after holding out val_size={val_size}; choose 1..{len(rest)}"
+            )
+        rest = rest[:n_train]
+    return val_size, val_idx, np.sort(rest)
+
+
+def _split_meta(loader: DatasetLoader, root: Path, raw: RawDataset, opts: dict, info: DatasetInfo, *,
+                split_seed: int, val_size: int, n_train: int | None, n_test: int | None, train_idx: np.ndarray,
+                val_idx: np.ndarray, n_test_keep: int) -> dict[str, Any]:
+    """The JSON-able record of how the splits were cut (stored with every run)."""
+    return {
+        "dataset": loader.name,
+        "data_dir": str(root) if loader.needs_data_dir else None,
+        "source": raw.source,
+        "options": opts,
+        "num_classes": info.num_classes,
+        "shape": list(info.shape),
+        "augment": info.augment,
+        "split_seed": int(split_seed),
+        "val_size": int(val_size),
+        "n_train_available": len(raw.y_train) - int(val_size),
+        "n_train": len(train_idx),
+        "n_val": len(val_idx),
+        "n_test_available": len(raw.y_test),
+        "n_test": n_test_keep,
+        "train_subset": None
+        if n_train is None
+        else f"first {n_train} of the split_seed permutation after val",
+        "test_subset": None if n_test is None else f"first {n_test} test images in original order",
+        "val_fingerprint": _fingerprint(val_idx),
+        "train_fingerprint": _fingerprint(train_idx),
+    }
+
+
 def load_splits(
     name: str,
     *,
@@ -243,26 +296,7 @@ def load_splits(
     raw = loader(root, download, opts)
     _check_raw(loader.name, raw, info)
 
-    n_full = len(raw.y_train)
-    if val_size is None:
-        val_size = min(DEFAULT_VAL_MAX, n_full // 10)
-    if val_size < 0 or val_size >= n_full:
-        raise UserError(
-            f"val_size={val_size} is invalid for {loader.name}: "
-            f"need 0 <= val_size < {n_full} (the training set size)"
-        )
-    perm = split_permutation(n_full, split_seed)
-    val_idx = np.sort(perm[:val_size])
-    rest = perm[val_size:]
-    if n_train is not None:
-        if n_train < 1 or n_train > len(rest):
-            raise UserError(
-                f"n_train={n_train} is invalid for {loader.name}: {len(rest)} training examples are left "
-                f"after holding out val_size={val_size}; choose 1..{len(rest)}"
-            )
-        rest = rest[:n_train]
-    train_idx = np.sort(rest)
-
+    val_size, val_idx, train_idx = _train_val_indices(loader.name, len(raw.y_train), val_size, n_train, split_seed)
     n_test_full = len(raw.y_test)
     if n_test is not None and (n_test < 1 or n_test > n_test_full):
         raise UserError(
@@ -277,29 +311,8 @@ def load_splits(
     train = split(raw.x_train[train_idx], raw.y_train[train_idx])
     val = split(raw.x_train[val_idx], raw.y_train[val_idx])
     test = split(raw.x_test[:n_keep], raw.y_test[:n_keep])
-    meta = {
-        "dataset": loader.name,
-        "data_dir": str(root) if loader.needs_data_dir else None,
-        "source": raw.source,
-        "options": opts,
-        "num_classes": info.num_classes,
-        "shape": list(info.shape),
-        "augment": info.augment,
-        "split_seed": int(split_seed),
-        "val_size": int(val_size),
-        "n_train_available": n_full - int(val_size),
-        "n_train": len(train),
-        "n_val": len(val),
-        "n_test_available": n_test_full,
-        "n_test": len(test),
-        "train_subset": None
-        if n_train is None
-        else f"first {n_train} of the split_seed permutation after val",
-        "test_subset": None if n_test is None else f"first {n_test} test images in original order",
-        "val_fingerprint": _fingerprint(val_idx),
-        "train_fingerprint": _fingerprint(train_idx),
-        **raw.extra,
-    }
+    meta = {**_split_meta(loader, root, raw, opts, info, split_seed=split_seed, val_size=val_size, n_train=n_train,
+                          n_test=n_test, train_idx=train_idx, val_idx=val_idx, n_test_keep=len(test)), **raw.extra}
     return DataSplits(info=info, train=train, val=val, test=test, meta=meta)
 
 
