@@ -208,3 +208,20 @@ TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 #: how a run was executed, not what was trained: runs that differ only here are one configuration in reports
 RUNTIME_KEYS = {"amp", "channels_last", "compile", "compile_backend", "cudnn_benchmark", "grad_checkpointing",
                 "pin_memory", "data_on_device", "sync_bn", "dist_backend", "mem_every"}
+
+
+def run_config(run_dir: str | Path) -> tuple[dict[str, Any], TrainConfig]:
+    """A run's ``config.json`` record and its TrainConfig, checked: an unknown key, a wrongly typed or out-of-range
+    value, or a malformed file is one line naming the file (never a TypeError deep inside)."""
+    from advbench import runs
+
+    record = runs.read_run_config(run_dir)
+    where = Path(run_dir) / "config.json"
+    if "defense" not in record["config"]:
+        raise runs.CorruptFile(f"{where} names no defense; restore it or remove the run")
+    try:
+        cfg = apply_overrides(TrainConfig(), record["config"], str(where))
+        cfg.validate()
+    except UserError as err:
+        raise runs.CorruptFile(f"{where}: {err}") from None
+    return record, cfg

@@ -8,7 +8,7 @@ from typing import Any
 from advbench import runs
 from advbench.api.jobs import main_rank_first, run_job, suite_for, threats_for
 from advbench.api.models import load_any_run_model, load_source
-from advbench.config import TrainConfig, parse_set_options
+from advbench.config import parse_set_options, run_config
 from advbench.core import distributed
 from advbench.core.devices import rank_device
 from advbench.data import load_splits
@@ -32,8 +32,7 @@ def attack(run: str | Path, *, suite: str | None = "pgd", attack: str | None = N
         raise UserError("--n-eval and --batch-size must be >= 1")
     opts = parse_set_options(attack_options) if isinstance(attack_options, list) else attack_options
     the_suite = suite_for(suite, attack, opts)
-    record = runs.read_json(run_dir / "config.json")
-    cfg = TrainConfig(**record["config"])
+    record, cfg = run_config(run_dir)
     threats = threats_for(eps, norm or cfg.norm, cfg.eps)
     dev = rank_device(device)  # under torchrun, ``cuda`` is this rank's GPU
     with distributed.process_group(dev):  # torchrun: each rank evaluates a shard

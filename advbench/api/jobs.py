@@ -22,7 +22,7 @@ from advbench.threat import ThreatModel, parse_eps_list
 
 def suite_for(suite: str | None, attack: str | None, attack_options: dict[str, Any] | None) -> Suite:
     """The suite to run: one ``attack`` with its options (checked now, before any work), else a named suite."""
-    if attack:
+    if attack is not None:
         name = ATTACKS.canonical(attack)
         inst = ATTACKS.get(name)(ThreatModel(), **(attack_options or {}))  # typed options fail here, before any work
         # the typed values (``--set steps=5`` gives the int 5, as the Python API does): same job, same fingerprint
@@ -30,7 +30,7 @@ def suite_for(suite: str | None, attack: str | None, attack_options: dict[str, A
         return single_attack_suite(name, typed)
     if attack_options:
         raise UserError("--set for attacks needs --attack NAME (suites have fixed settings)")
-    return SUITES.get(suite or "pgd")
+    return SUITES.get("pgd" if suite is None else suite)
 
 
 def threats_for(eps: str | None, norm: str, default_eps: str) -> list[ThreatModel]:
@@ -55,8 +55,12 @@ def _stored_result(out_file: Path, job: EvalJob, force: bool) -> dict[str, Any] 
     """The result already in ``out_file`` if it is of this very job (same fingerprint); the same on every rank."""
     existing = None
     if distributed.is_main() and out_file.is_file() and not force:
-        stored = runs.read_json(out_file)
-        existing = stored if stored.get("fingerprint") == job.fingerprint() else None
+        try:
+            stored = runs.read_json(out_file)
+        except runs.CorruptFile:  # a truncated or garbled result holds nothing to reuse: it is recomputed
+            stored = None
+        if isinstance(stored, dict) and stored.get("fingerprint") == job.fingerprint():
+            existing = stored
     return distributed.broadcast_object(existing)  # every rank takes the same branch
 
 

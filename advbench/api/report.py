@@ -37,14 +37,24 @@ def report(paths: list[str | Path], *, fmt: str = "markdown", suite: str | None 
                                                       f"; choose one of {', '.join(FORMATS)}"))
     frame = load_frame(list(paths))
     if frame.empty:
-        raise UserError(f"no attack results under {', '.join(map(str, paths))}; run 'advbench attack RUN' first")
+        raise UserError(_nothing_to_report(paths, frame))
     grid = comparison_grid(frame, suite)
+    grid.attrs["skipped"] = frame.attrs.get("skipped", [])
     caption = _caption(frame)
     text = render(grid, fmt, caption, frame)
     if output:
         with runs.atomic_path(output) as tmp:
             tmp.write_text(text)
     return grid, text
+
+
+def _nothing_to_report(paths: list[str | Path], frame: Any) -> str:
+    """The one line when no result can be shown: none stored, or every one broken (the first is named)."""
+    skipped = frame.attrs.get("skipped", [])
+    if skipped:
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        return f"no readable attack results under {', '.join(map(str, paths))}: skipped {skipped[0]}{more}"
+    return f"no attack results under {', '.join(map(str, paths))}; run 'advbench attack RUN' first"
 
 
 def _caption(frame: Any) -> str:
@@ -72,7 +82,7 @@ def _paper_report(paths: list[str | Path], *, fmt: str, suite: str | None, outpu
     if suite is not None and not frame.empty:
         frame = frame[frame["suite"] == suite]
     if frame.empty and not grid:
-        raise UserError(f"no attack results under {', '.join(map(str, paths))}; run 'advbench attack RUN' first")
+        raise UserError(_nothing_to_report(paths, frame))
     pngs: list[Path] = []
     if plots or (fmt == "html" and output):  # html to stdout embeds plots only when --plots names a directory
 
@@ -88,6 +98,7 @@ def _paper_report(paths: list[str | Path], *, fmt: str, suite: str | None, outpu
         table = comparison_grid(frame, suite)
         text = html_page(_caption(frame), table, [], pngs) if fmt == "html" else render(table, fmt, _caption(frame),
                                                                                          frame)
+    table.attrs["skipped"] = frame.attrs.get("skipped", [])
     if output:
         with runs.atomic_path(output) as tmp:
             tmp.write_text(text)

@@ -96,19 +96,20 @@ def show(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
     from rich.table import Table
 
     from advbench import runs
+    from advbench.config import run_config
 
     run_dir = runs.resolve_run(run)
-    record = runs.read_json(run_dir / "config.json")
-    cfg = record["config"]
+    record, config = run_config(run_dir)
+    cfg = config.__dict__
     con = console()
-    summary = runs.read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
-    con.print(f"[bold]{run_dir}[/bold]  status: {summary.get('status', '?')}")
+    summary = runs.read_object(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {}
+    con.print(f"[bold]{run_dir}[/bold]  status: {summary.get('status', '?')}", markup=False)
     con.print(f"{cfg['defense']} on {cfg['dataset']} / {cfg['model']}, {cfg['norm']} eps {cfg['eps']}, "
-              f"seed {cfg['seed']}, {cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']}")
+              f"seed {cfg['seed']}, {cfg['epochs']} epochs, batch {cfg['batch_size']}, lr {cfg['lr']}", markup=False)
     if cfg.get("defense_options"):
-        con.print("defense options: " + ", ".join(f"{k}={v}" for k, v in cfg["defense_options"].items()))
+        con.print("defense options: " + ", ".join(f"{k}={v}" for k, v in cfg["defense_options"].items()), markup=False)
     if record.get("command"):
-        con.print(f"command: {record['command']}")
+        con.print(f"command: {record['command']}", markup=False)
     metrics = runs.read_jsonl(run_dir / "metrics.jsonl")
     if metrics:
         t = Table(title="epochs")
@@ -123,11 +124,15 @@ def show(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
             t.add_row(str(m["epoch"] + 1), *[
                 (f"{100 * m[c]:.2f}%" if c.endswith("acc") else f"{m[c]:.3g}") if c in m else "" for c in cols])
         con.print(t)
-    for f in sorted((run_dir / "attacks").glob("*.json")) if (run_dir / "attacks").is_dir() else []:
-        res = runs.read_json(f)
-        line = ", ".join(f"{r['label']} {100 * r['accuracy']:.2f}%" for r in res["results"])
-        con.print(f"attacks/{f.name}: clean {100 * res['clean']['accuracy']:.2f}%, {line} "
-                  f"(n={res['n_eval']})")
+    for f in sorted((run_dir / "attacks").glob("[!.]*.json")) if (run_dir / "attacks").is_dir() else []:
+        try:
+            res = runs.read_object(f, ("results", "clean", "n_eval"))
+            line = ", ".join(f"{r['label']} {100 * float(r['accuracy']):.2f}%" for r in res["results"])
+            con.print(f"attacks/{f.name}: clean {100 * float(res['clean']['accuracy']):.2f}%, {line} "
+                      f"(n={res['n_eval']})", markup=False)
+        except (UserError, KeyError, TypeError, ValueError) as err:  # one broken result does not hide the rest
+            reason = str(err) if isinstance(err, UserError) else f"malformed ({type(err).__name__}: {err})"
+            console(stderr=True).print(f"warning: skipped {f}: {reason}", markup=False)
 
 
 @app.command()

@@ -31,8 +31,10 @@ def report(
     Formats: markdown, csv, latex, json, html (standalone page with plots)."""
     from advbench import api
 
-    _grid, text = api.report(paths or [Path("runs")], fmt=format_, suite=suite, output=output, grid=grid,
+    table, text = api.report(paths or [Path("runs")], fmt=format_, suite=suite, output=output, grid=grid,
                              paper=paper, plots=plots)
+    for line in getattr(table, "attrs", {}).get("skipped", []):  # broken runs: reported, not fatal
+        console(stderr=True).print(f"warning: skipped {line}", markup=False)
     if output:
         console().print(f"wrote {output}")
     else:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from advbench import runs
-from advbench.config import TrainConfig
+from advbench.config import TrainConfig, run_config
 from advbench.core import distributed
 from advbench.data import DatasetInfo, DataSplits, dataset_info, load_splits
 from advbench.defenses import DEFENSES
@@ -105,8 +105,7 @@ def load_run_model(run_dir: str | Path, checkpoint: str = "best", device: str | 
                    ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a run's model from config.json and load ``best`` or ``last`` weights (eval mode)."""
     run_dir = runs.resolve_run(run_dir)
-    record = runs.read_json(run_dir / "config.json")
-    cfg = TrainConfig(**record["config"])
+    record, cfg = run_config(run_dir)
     info = dataset_info(cfg.dataset, cfg.dataset_options)
     # the classes and image shape the run recorded when it trained
     info = dataclasses.replace(info, num_classes=record.get("num_classes", info.num_classes),

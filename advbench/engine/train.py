@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from advbench import runs
-from advbench.config import TrainConfig, lr_factor
+from advbench.config import TrainConfig, lr_factor, run_config
 from advbench.core import distributed
 from advbench.core.devices import rank_device
 from advbench.core.memory import PeakMemory
@@ -313,8 +313,7 @@ def resume_run(run_dir: str | Path, *, progress: NullProgress | None = None, sto
     Works the same under torchrun: every rank loads ``last.pt`` and takes its own RNG stream from it; a
     different number of processes than the run was saved with is allowed (noted in summary.json)."""
     run_dir = runs.resolve_run(run_dir)
-    record = runs.read_json(run_dir / "config.json")
-    cfg = TrainConfig(**record["config"])
+    record, cfg = run_config(run_dir)
     if epochs is not None:
         cfg = dataclasses.replace(cfg, epochs=epochs)
     last = run_dir / "checkpoints" / "last.pt"

@@ -31,34 +31,70 @@ def _config_key(record: dict[str, Any]) -> str:
     return json.dumps(cfg, sort_keys=True, default=str)
 
 
+def _run_base(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config.json record, the columns every row of this run shares); CorruptFile/KeyError/TypeError if broken."""
+    record = runs.read_run_config(run)
+    cfg = record["config"]
+    base = {
+        "run": str(run), "config_key": _config_key(record), "defense": cfg["defense"],
+        "label": _defense_label(record), "dataset": cfg["dataset"], "model": cfg["model"],
+        "train_norm": cfg["norm"], "train_eps": cfg["eps"], "seed": cfg["seed"],
+    }
+    return record, base
+
+
+def _result_rows(res: Any, base: dict[str, Any]) -> list[dict[str, Any]]:
+    """The clean, per-attack and worst-case rows of one result JSON (KeyError/TypeError if it is malformed)."""
+    if not isinstance(res, dict):
+        raise TypeError("not a JSON object")
+    checks = res.get("checks") or {}
+    common = {**base, "suite": str(res["suite"]), "n": int(res["n_eval"]), "checks": checks.get("status"),
+              "flagged": ",".join(checks.get("flagged", []))}
+    rows = [{**common, "kind": "clean", "attack": "Clean", "norm": None, "eps": None,
+             "accuracy": float(res["clean"]["accuracy"]), "seconds": None}]
+    for r in res["results"]:
+        rows.append({**common, "kind": "attack", "attack": str(r["label"]), "norm": r["norm"], "eps": r["eps"],
+                     "accuracy": float(r["accuracy"]), "seconds": r.get("seconds"),
+                     "n": int(r.get("n", res["n_eval"]))})  # an entry may attack a subset
+    for r in res["robust"]:
+        rows.append({**common, "kind": "robust", "attack": "Worst case", "norm": r["norm"], "eps": r["eps"],
+                     "accuracy": float(r["accuracy"]), "seconds": None})
+    return rows
+
+
 def load_frame(paths: list[str | Path]) -> pd.DataFrame:
     """Tidy frame of every attack result under ``paths`` (run dirs or their parents).
 
     Columns: run, config_key, defense, label, dataset, model, norm, eps, seed, suite, attack, kind
     (clean / attack / robust), accuracy, n, seconds, checks (the suite's hygiene status: pass / warn /
     fail, None for results stored before checks existed) and flagged (names of the non-passing checks).
+
+    A broken run (unreadable or malformed ``config.json``) or result file is left out, and named with the
+    reason in ``frame.attrs["skipped"]`` (a list of "path: reason"), so one broken run does not hide the others.
     """
     rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
     for run in runs.find_runs(list(paths)):
-        record = runs.read_json(run / "config.json")
-        cfg = record["config"]
-        base = {
-            "run": str(run), "config_key": _config_key(record), "defense": cfg["defense"],
-            "label": _defense_label(record), "dataset": cfg["dataset"], "model": cfg["model"],
-            "train_norm": cfg["norm"], "train_eps": cfg["eps"], "seed": cfg["seed"],
-        }
-        for f in sorted((run / "attacks").glob("*.json")) if (run / "attacks").is_dir() else []:
-            res = runs.read_json(f)
-            checks = res.get("checks") or {}
-            common = {**base, "suite": res["suite"], "n": res["n_eval"], "checks": checks.get("status"),
-                      "flagged": ",".join(checks.get("flagged", []))}
-            rows.append({**common, "kind": "clean", "attack": "Clean", "norm": None, "eps": None,
-                         "accuracy": res["clean"]["accuracy"], "seconds": None})
-            for r in res["results"]:
-                rows.append({**common, "kind": "attack", "attack": r["label"], "norm": r["norm"], "eps": r["eps"],
-                             "accuracy": r["accuracy"], "seconds": r["seconds"],
-                             "n": r.get("n", res["n_eval"])})  # an entry may attack a subset
-            for r in res["robust"]:
-                rows.append({**common, "kind": "robust", "attack": "Worst case", "norm": r["norm"], "eps": r["eps"],
-                             "accuracy": r["accuracy"], "seconds": None})
-    return pd.DataFrame(rows)
+        try:
+            _record, base = _run_base(run)
+        except (runs.CorruptFile, runs.MissingFile, runs.UnreadableFile, KeyError, TypeError, ValueError) as err:
+            skipped.append(f"{run}: {_reason(err)}")
+            continue
+        results = sorted(f for f in (run / "attacks").glob("*.json") if not f.name.startswith(".")) \
+            if (run / "attacks").is_dir() else []
+        for f in results:
+            try:
+                rows.extend(_result_rows(runs.read_json(f), base))
+            except (runs.CorruptFile, runs.UnreadableFile, KeyError, TypeError, ValueError) as err:
+                skipped.append(f"{f}: {_reason(err)}")
+    frame = pd.DataFrame(rows)
+    frame.attrs["skipped"] = skipped
+    return frame
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, KeyError):
+        return f"malformed (no {err.args[0]!r})"
+    if isinstance(err, runs.CorruptFile | runs.MissingFile | runs.UnreadableFile):
+        return str(err).split(": ", 1)[-1] if str(err).startswith("/") else str(err)
+    return f"malformed ({err})"
