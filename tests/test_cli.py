@@ -31,6 +31,21 @@ def _run(capsys, *args: str) -> tuple[int, str, str]:
     (["report", "/nonexistent/runs"], "no such run or directory"),
     (["list", "defences"], "did you mean 'defenses'"),
     (["train", "--resume", "/nonexistent/run"], "run directory not found"),
+    (["train", "--device", "mps"], "device 'mps' is not supported"),
+    (["train", "--device", "meta"], "is not supported"),
+    (["train", "--device", "cpu:3"], "one CPU device"),
+    (["train", "--device", "gpu"], "invalid device 'gpu'"),
+    (["train", "--eps", "2"], "above 1"),
+    (["train", "--eps", " 8/255"], "without spaces"),
+    (["train", "--eps", "1e-400"], "rounds to 0"),
+    (["train", "--lr", "nan"], "finite"),
+    (["train", "--lr", "1e400"], "finite"),
+    (["train", "--seed", "99999999999999999999"], "out of range"),
+    (["train", "--set", "weight_decay=-1"], "weight_decay must be >= 0"),
+    (["train", "--set", "momentum=nan"], "finite"),
+    (["train", "--model", "SMALL-CNN"], "did you mean 'small-cnn'"),
+    (["train", "--name", "../../x"], "one folder name"),
+    (["attack", "--suite", "", "/nonexistent"], "run directory not found"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(capsys, args, needle):
     code, out, err = _run(capsys, *args)

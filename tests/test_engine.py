@@ -189,3 +189,53 @@ def test_sigterm_writes_a_consistent_checkpoint_and_resumes(tmp_path):
     summary = runs.read_json(run_dir / "summary.json")
     assert summary["status"] == "interrupted" and ckpt["epoch"] < 50
     assert not (run_dir / ".lock").exists()
+
+
+class _LateFlag(StopFlag):
+    """A stop request that arrives after ``after`` checks: lands inside validation or at a batch boundary."""
+
+    def __init__(self, after: int) -> None:
+        self._after, self.reads = after, 0
+        super().__init__()
+
+    @property
+    def requested(self) -> bool:
+        self.reads += 1
+        return self.reads > self._after
+
+    @requested.setter
+    def requested(self, value: bool) -> None:
+        pass
+
+
+@pytest.mark.parametrize("after,where", [(3, "during the validation of epoch 1"), (2, "epoch 1 batch 3"),
+                                         (4, "during the validation of epoch 1")])
+def test_stop_inside_validation_or_at_the_last_batch_resumes_bit_exact(tmp_path, after, where):
+    """3 batches per epoch: checks 1-3 are the training batches of epoch 1, then one per validation batch (4: clean,
+    5: PGD; the 40 held-out images are one batch each).
+    The loop stops within one batch wherever the request lands, validation included, and resumes exactly."""
+    settings = {**TINY_SET, "val_n": 128, "steps": 2}
+    ref_dir, _ = api.train(out=tmp_path, name="ref", defense="pgd-at", settings=settings, **TINY)
+    flag = _LateFlag(after)
+    with pytest.raises(Interrupted, match=where):
+        api.train(out=tmp_path, name="cut", defense="pgd-at", settings=settings, stop=flag, **TINY)
+    cut = tmp_path / "cut"
+    assert runs.read_json(cut / "summary.json")["status"] == "interrupted"
+    assert runs.read_jsonl(cut / "metrics.jsonl") == []  # epoch 1's line is written once its validation is done
+    _, summary = api.train(resume=cut)
+    assert summary["status"] == "completed"
+    ref, got = _weights(ref_dir), _weights(cut)
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    for a, b in zip(runs.read_jsonl(ref_dir / "metrics.jsonl"), runs.read_jsonl(cut / "metrics.jsonl"), strict=True):
+        for key in ("loss", "val_clean_acc", "val_robust_acc"):
+            assert a[key] == pytest.approx(b[key], rel=1e-9, abs=1e-12)
+
+
+def test_resume_refuses_a_trained_run_whose_checkpoint_was_deleted(tmp_path):
+    """It used to retrain from scratch silently; now it says what is missing (and keeps the run as it is)."""
+    run, _ = api.train(out=tmp_path, name="r", defense="standard", settings=TINY_SET, **TINY)
+    (run / "checkpoints" / "last.pt").unlink()
+    before = sorted(p.name for p in run.rglob("*"))
+    with pytest.raises(UserError, match="last.pt is missing"):
+        api.train(resume=run)
+    assert sorted(p.name for p in run.rglob("*")) == before

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from advbench import api, runs
 from advbench.cli import main
 from advbench.defenses import DEFENSES
+from advbench.engine import setup
 from advbench.errors import UserError
 from advbench.models import build_model, enable_grad_checkpointing
 
@@ -56,14 +57,21 @@ def _cpu_fp16_autocast() -> bool:
 
 @pytest.mark.skipif(not _cpu_fp16_autocast(), reason="this PyTorch build has no float16 autocast on the CPU")
 @pytest.mark.parametrize("defense", ["standard", "soar"])
-def test_fp16_with_loss_scaling_runs(tmp_path, defense):
+def test_fp16_with_loss_scaling_runs(tmp_path, defense, monkeypatch):
     # soar: its regularizer gradient is unscaled before its clip and its CE gradient is added unscaled
+    monkeypatch.setattr(setup, "CPU_FP16_FOR_TESTS", True)  # users get a refusal on a CPU (test below)
     run_dir, _ = api.train(out=tmp_path, name=defense, defense=defense, settings=TINY_SET, amp="fp16", **TINY)
     assert runs.read_json(run_dir / "config.json")["runtime"]["grad_scaler"] is True
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["scaler"] and ckpt["scaler"]["scale"] > 0
     assert math.isfinite(_metrics(run_dir)["loss"])
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_fp16_on_a_cpu_is_refused_in_one_line(tmp_path):
+    with pytest.raises(UserError, match="--amp fp16 needs CUDA"):
+        api.train(out=tmp_path, name="f", settings=TINY_SET, amp="fp16", **TINY)
+    assert not (tmp_path / "f").exists()
 
 
 def test_channels_last_gives_the_same_step(tmp_path, fp32_run):

@@ -22,6 +22,7 @@ from advbench.api.attack import attack
 from advbench.api.report import report
 from advbench.api.train import train
 from advbench.attacks import SUITES
+from advbench.core.devices import resolve_device
 from advbench.errors import UserError
 from advbench.papers.plan import BASE_ROW, Plan, PlannedRun, make_plan
 
@@ -39,6 +40,7 @@ def reproduce(paper: str, table: str, *, scale: str = "smoke", out: str | Path =
     rest, then render the grid with published numbers beside. ``dry_run``: return (plan, plan text) only.
     ``threads``: torch CPU threads per process (on a shared or small CPU box 1 avoids oversubscription)."""
 
+    resolve_device(device)  # an unavailable device fails here, also for --dry-run
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
     if threads is not None and threads < 1:

@@ -33,7 +33,6 @@ class RaySOutcome:
     queries: torch.Tensor  # [B]
 
 
-@torch.no_grad()
 class _RaySearch:
     """The state of one batch's ray search: best direction and radius per sample, queries spent."""
 
@@ -77,6 +76,7 @@ class _RaySearch:
         self.d_best[sel] = dc
 
 
+@torch.no_grad()
 def rays_search(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, max_queries: int, tol: float,
                 stop_at: float | None = None, init: str = "random",
                 generator: torch.Generator | None = None) -> RaySOutcome:

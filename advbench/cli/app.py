@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Optional
+import warnings
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -77,8 +78,6 @@ def one_line(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line and exit 2 for user errors; 130 after a clean interrupt."""
-    from advbench.core.signals import Interrupted
-
     usage_error, exit_error, abort_error = _click_exceptions()
 
     command = typer.main.get_command(app)
@@ -86,6 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     STATE["argv"] = args  # `train --nproc` relaunches this command line under torchrun
     debug = "--debug" in args
     err = console(stderr=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        code = _dispatch(command, args, debug, err, usage_error, exit_error, abort_error)
+    if code in (0, 130) or debug:  # library warnings, one line each; an error exit shows its one line alone
+        for text in dict.fromkeys(f"{w.category.__name__}: {one_line(str(w.message))}" for w in caught):
+            err.print(f"warning: {text[:300]}", markup=False)
+    return code
+
+
+def _dispatch(command: Any, args: list[str], debug: bool, err: Any, usage_error: type, exit_error: type,
+              abort_error: type) -> int:
+    """Run the command; map every way it can end to an exit code and at most one line on stderr."""
+    from advbench.core.signals import Interrupted
+
     try:
         # with standalone_mode=False click returns (not raises) the code of a typer.Exit raised by a command
         result = command.main(args=args, prog_name="advbench", standalone_mode=False)

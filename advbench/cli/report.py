@@ -82,7 +82,7 @@ def reproduce(
         raise UserError(f"missing --table; list the tables of {paper} with 'advbench reproduce --list'")
     from advbench import api
 
-    seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+    seed_list = _parse_seeds(seeds)
     con = console(stderr=True)
     _obj, text = api.reproduce(paper, table, scale=scale, out=out, dataset=dataset, model=model, seeds=seed_list,
                                dry_run=dry_run, jobs=jobs, fmt=format_, show_paper=paper_numbers, device=device,
@@ -91,3 +91,20 @@ def reproduce(
         console().print(f"wrote {output}")
     else:
         sys.stdout.write(text)
+
+
+def _parse_seeds(text: str | None) -> list[int] | None:
+    """``--seeds 0,1,2``: distinct integers in 0..2**63-1 (one line for anything else)."""
+    if text is None:
+        return None
+    from advbench.core.options import convert
+
+    seeds = [convert(s, int, "--seeds") for s in text.split(",") if s.strip()]
+    if not seeds:
+        raise UserError("--seeds is empty; write e.g. --seeds 0,1,2")
+    bad = [s for s in seeds if not 0 <= s < 2**63]
+    if bad:
+        raise UserError(f"--seeds: {bad[0]} is out of range; seeds are 0..2**63-1")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds lists a seed twice ({text}); each seed is one run")
+    return seeds

@@ -10,15 +10,24 @@ from advbench.errors import UserError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda if available else cpu; an unavailable CUDA request is a UserError."""
+    """``auto`` -> cuda if available else cpu; ``cpu``, ``cuda`` or ``cuda:N`` otherwise. Any other device type
+    (mps, xpu, meta, ...), or a GPU that is not there, is a one-line UserError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"invalid device '{name}'; use auto, cpu or cuda[:N]") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+        dev = torch.device(str(name))
+    except (RuntimeError, ValueError, TypeError):
+        raise UserError(f"invalid device {str(name)[:60]!r}; use auto, cpu or cuda[:N]") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"device {str(name)[:60]!r} is not supported; use auto, cpu or cuda[:N]")
+    if dev.type == "cpu" and dev.index not in (None, 0):
+        raise UserError(f"device {name!r}: there is one CPU device; use --device cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"device '{name}': this machine has {torch.cuda.device_count()} GPU(s) "
+                            f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
     return dev
 
 

@@ -32,13 +32,11 @@ from torch import nn
 from advbench import runs
 from advbench.attacks import Attack, SuiteEntry, build_attack
 from advbench.attacks.base import AttackContext
-from advbench.attacks.pgd import pgd_perturb
 from advbench.core import distributed
 from advbench.core.passes import frozen
 from advbench.core.progress import NullProgress
 from advbench.core.seeding import make_generator
 from advbench.core.signals import Interrupted, StopFlag
-from advbench.data import TensorSplit, batches
 from advbench.engine import hygiene
 from advbench.engine.job import EvalJob, as_eval_data
 from advbench.engine.results import assemble, attack_batch_record
@@ -47,28 +45,6 @@ from advbench.threat import ThreatModel
 
 #: (key, suite entry or None for the clean pass, threat, number of images) of every pass over the images
 Todo = list[tuple[str, SuiteEntry | None, ThreatModel, int]]
-
-
-def clean_accuracy(model: nn.Module, split: TensorSplit, n: int, batch_size: int, device: torch.device) -> float:
-    """Accuracy on the first ``n`` images of ``split`` (eval mode, no grad); the model's mode is restored."""
-    correct = 0
-    with frozen(model, "eval"), torch.no_grad():
-        for x, y, _ in batches(split.subset(slice(0, n)), batch_size, shuffle=False, device=device):
-            correct += int((model(x).argmax(1) == y).sum())
-    return correct / max(1, n)
-
-
-def pgd_accuracy(model: nn.Module, split: TensorSplit, n: int, batch_size: int, device: torch.device,
-                 threat: ThreatModel, *, steps: int, seed: Any) -> float:
-    """PGD-``steps`` accuracy (step eps/4, uniform start) on the first ``n`` images, eval mode."""
-    correct = 0
-    with frozen(model, "eval"):
-        for b, (x, y, _) in enumerate(batches(split.subset(slice(0, n)), batch_size, shuffle=False, device=device)):
-            gen = make_generator(x.device, seed, b)
-            x_adv = pgd_perturb(model, x, y, threat, steps=steps, alpha=threat.default_step(), generator=gen)
-            with torch.no_grad():
-                correct += int((model(x_adv).argmax(1) == y).sum())
-    return correct / max(1, n)
 
 
 def to_model_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -33,10 +33,18 @@ def dist_backend(cfg: TrainConfig) -> str | None:
     return None if cfg.dist_backend == "auto" else cfg.dist_backend
 
 
+#: float16 on a CPU is emulated (an epoch of 64 images took over a minute): refused. The tests switch this on
+#: to exercise the loss-scaling code path on tiny models, since CI has no GPU.
+CPU_FP16_FOR_TESTS = False
+
+
 def check_runtime(cfg: TrainConfig, device: torch.device, world: int) -> None:
     """One-line UserErrors for speed / distributed settings the device or the defense cannot honour."""
     if cfg.amp != "off" and device.type not in ("cuda", "cpu"):
         raise UserError(f"--amp {cfg.amp} needs a CUDA or CPU device, got {device}; use --amp off")
+    if cfg.amp == "fp16" and device.type == "cpu" and not CPU_FP16_FOR_TESTS:
+        raise UserError("--amp fp16 needs CUDA: float16 on a CPU is emulated and far slower than float32; use "
+                        "--amp bf16 or --amp off on a CPU")
     if cfg.amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise UserError("--amp bf16: this GPU does not support bfloat16; use --amp fp16 or off")
     if cfg.sync_bn and device.type != "cuda":

@@ -41,7 +41,6 @@ from advbench.core.signals import Interrupted, StopFlag
 from advbench.data import DataSplits, batches, num_batches
 from advbench.defenses import DEFENSES, StepContext, build_defense
 from advbench.engine import state
-from advbench.engine.evaluate import clean_accuracy, pgd_accuracy
 from advbench.engine.setup import (
     apply_speed_flags,
     build_optimizer,
@@ -52,6 +51,7 @@ from advbench.engine.setup import (
     load_init_weights,
     load_run_splits,
 )
+from advbench.engine.validation import ValidationStopped, clean_accuracy, pgd_accuracy
 from advbench.errors import UserError
 from advbench.threat import ThreatModel
 
@@ -180,9 +180,11 @@ class Trainer:
             self.progress.advance(handle, 1, images=n_global)
             if self.batch_hook is not None:
                 self.batch_hook(epoch, b)
-            if b + 1 < self.steps_per_epoch and distributed.any_rank(self.stop.requested):
+            if distributed.any_rank(self.stop.requested):  # also after the last batch: before validation
                 self.partial["elapsed"] = self.partial.get("elapsed", 0.0) + time.perf_counter() - t0
                 self.defense.sync_ranks()
+                if b + 1 == self.steps_per_epoch:
+                    average_buffers(self.model)  # as at every epoch's end, before its state is saved
                 self.save_last(epoch, b + 1)
                 self.write_summary("interrupted")
                 self.progress.done(handle)
@@ -198,7 +200,12 @@ class Trainer:
         record = state.epoch_record(cfg, epoch, state.reduce_partial(self.partial), epoch_logs, train_seconds,
                                     self.device, self.world)
         # validation on rank 0 (the others wait); every rank gets the record so all agree on "best"
-        record.update(distributed.broadcast_object(self.validate(epoch) if self.is_main else None) or {})
+        val = distributed.broadcast_object(self._validate_or_stop(epoch) if self.is_main else None)
+        if val == "stopped":  # a stop arrived during validation: save "trained, validation pending" and stop
+            self.save_last(epoch, self.steps_per_epoch)
+            self.write_summary("interrupted")
+            raise Interrupted(f"stopped during the validation of epoch {epoch + 1}", str(self.run_dir))
+        record.update(val or {})
         if self.is_main:
             runs.append_jsonl(self.run_dir / "metrics.jsonl", record)
         score = state.selection_score(self.select_rule, record)
@@ -259,6 +266,13 @@ class Trainer:
         dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
+    def _validate_or_stop(self, epoch: int) -> dict[str, float] | str:
+        """:meth:`validate`, or ``"stopped"`` when a stop request arrives between two validation batches."""
+        try:
+            return self.validate(epoch)
+        except ValidationStopped:
+            return "stopped"
+
     def validate(self, epoch: int) -> dict[str, float]:
         """Clean and PGD accuracy on the validation split (or the test split for ``select=test-robust``)."""
         cfg = self.cfg
@@ -267,12 +281,15 @@ class Trainer:
         if n == 0:
             return {}
         t0 = time.perf_counter()
-        clean = clean_accuracy(self.model, split, n, cfg.batch_size, self.device)
+        def stop() -> bool:  # rank 0 validates alone; the other ranks wait for its verdict (record or "stopped")
+            return self.stop.requested
+
+        clean = clean_accuracy(self.model, split, n, cfg.batch_size, self.device, stop=stop)
         out = {"val_clean_acc": clean}
         if cfg.val_attack_steps > 0:
             gen_seed = (cfg.seed, "val", epoch)
             out["val_robust_acc"] = pgd_accuracy(self.model, split, n, cfg.batch_size, self.device, self.threat,
-                                                 steps=cfg.val_attack_steps, seed=gen_seed)
+                                                 steps=cfg.val_attack_steps, seed=gen_seed, stop=stop)
         out["val_seconds"] = time.perf_counter() - t0
         out["val_split"] = "test" if cfg.select == "test-robust" else "val"  # type: ignore[assignment]
         out["val_n"] = n
@@ -306,6 +323,18 @@ def start_run(cfg: TrainConfig, *, out: str | Path = "runs", name: str | None = 
             return run_dir, trainer.run()
 
 
+def done_epochs(run_dir: Path) -> int:
+    """Epochs a run recorded as finished (metrics lines, or the summary's count)."""
+    lines = [h for h in runs.read_jsonl(run_dir / "metrics.jsonl") if isinstance(h.get("epoch"), int)]
+    summary_file = run_dir / "summary.json"
+    try:
+        summary = runs.read_object(summary_file) if summary_file.is_file() else {}
+    except UserError:
+        summary = {}
+    completed = summary.get("epochs_completed")
+    return max(len(lines), completed if isinstance(completed, int) else 0)
+
+
 def resume_run(run_dir: str | Path, *, progress: NullProgress | None = None, stop: StopFlag | None = None,
                batch_hook: BatchHook | None = None, epochs: int | None = None) -> tuple[Path, dict[str, Any]]:
     """Continue a run from ``checkpoints/last.pt`` exactly where it stopped (``epochs`` may extend it).
@@ -323,11 +352,16 @@ def resume_run(run_dir: str | Path, *, progress: NullProgress | None = None, sto
             trainer = Trainer(cfg, run_dir, progress=progress, stop=stop, batch_hook=batch_hook)
             if last.is_file():
                 trainer.restore(runs.load_checkpoint(last, map_location=trainer.device))
+            elif done_epochs(run_dir):
+                raise UserError(f"cannot resume {run_dir}: it trained {done_epochs(run_dir)} epoch(s) but "
+                                f"{last} is missing, so it cannot continue exactly; restore the file or start a new "
+                                "run")
             elif cfg.init_from:
                 load_init_weights(trainer.model, cfg.init_from)
             if main:
                 # forget metric lines of epochs that will be redone (written before a crash)
-                history = [h for h in runs.read_jsonl(run_dir / "metrics.jsonl") if h["epoch"] < trainer.start_epoch]
+                history = [h for h in runs.read_jsonl(run_dir / "metrics.jsonl")
+                           if isinstance(h.get("epoch"), int) and h["epoch"] < trainer.start_epoch]
                 with runs.atomic_path(run_dir / "metrics.jsonl") as tmp:
                     tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
                 if epochs is not None:

@@ -25,6 +25,7 @@ from advbench import runs
 from advbench.config import config_to_dict
 from advbench.defenses import DEFENSES
 from advbench.errors import UserError
+from advbench.papers import paper_names
 from advbench.papers.published import table_id
 from advbench.papers.recipes import (
     SMOKE,
@@ -37,6 +38,7 @@ from advbench.papers.recipes import (
 )
 from advbench.papers.status import table_status
 from advbench.papers.suites import smoke_suite
+from advbench.registry import unknown_name_message
 from advbench.resolve import make_train_config
 
 SCALES = ("smoke", "paper")
@@ -207,6 +209,8 @@ def _checked_recipe(paper: str, table: str, scale: str, rows: list[str] | None) 
     """The recipe of ``paper`` table ``table``; a UserError for an unknown scale, table, row or source."""
     if scale not in SCALES:
         raise UserError(f"unknown --scale '{scale}'; choose smoke or paper")
+    if paper not in paper_names():
+        raise UserError(unknown_name_message("paper", paper, list(paper_names())))
     tid = table_id(table)
     recipe = get_recipe(paper, tid)
     if recipe is None:
