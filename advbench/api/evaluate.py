@@ -8,7 +8,7 @@ from typing import Any
 
 from advbench import runs
 from advbench.api.jobs import main_rank_first, run_job, suite_for, threats_for
-from advbench.api.models import external_record, load_model_module, load_source
+from advbench.api.models import check_logits, external_record, load_model_module, load_source
 from advbench.config import parse_set_options
 from advbench.core import distributed
 from advbench.core.devices import rank_device
@@ -49,6 +49,7 @@ def evaluate(model: Any, *, dataset: Any = "synthetic", suite: str | None = "pgd
             dataset_name = dataset
         else:
             data, dataset_name = dataset, "custom"
+        check_logits(net, data, f"--model-module {spec}" if spec is not None else type(net).__name__)
         out_dir = Path(out)
         if distributed.is_main() and not runs.is_run_dir(out_dir):
             runs.check_out_dir(out_dir)

@@ -132,3 +132,25 @@ def load_any_run_model(run_dir: Path, checkpoint: str, dev: Any) -> tuple[Any, d
                         f"results folder: if you trust it, type 'advbench attack --model-module {spec} "
                         f"--out {run_dir} --dataset DATASET' yourself")
     return load_run_model(run_dir, checkpoint, dev)
+
+
+def check_logits(model: Any, data: Any, spec: str) -> None:
+    """One forward on two images: the model must return logits [N, classes] with more classes than the largest
+    label (a model that returns images, a scalar or too few classes fails here in one line, not deep inside)."""
+    import torch
+
+    x, y = (data[0], data[1]) if isinstance(data, (tuple, list)) else (data.x, data.y)
+    x = torch.as_tensor(x[:2])
+    x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
+    try:
+        with torch.no_grad():
+            out = model(x.to(next(iter(model.parameters()), x).device))
+    except Exception as err:  # noqa: BLE001 - the user's model failed on the data: say so in one line
+        first = (str(err).splitlines() or [""])[0][:200]
+        raise UserError(f"{spec}: the model fails on the dataset's images {tuple(x.shape[1:])} "
+                        f"({type(err).__name__}: {first})") from None
+    n_classes = int(torch.as_tensor(y).max()) + 1 if len(y) else 1
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0] or out.shape[1] < n_classes:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UserError(f"{spec}: the model returns {shape} for {x.shape[0]} images; it must return logits "
+                        f"[N, classes] with at least {n_classes} classes")

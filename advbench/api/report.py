@@ -78,7 +78,11 @@ def _paper_report(paths: list[str | Path], *, fmt: str, suite: str | None, outpu
                                                       f"; choose one of {', '.join(PAPER_FORMATS)}"))
     if paper and not grid:
         raise UserError("--paper needs --grid PAPER:TABLE (e.g. --grid soar:table1); see 'advbench reproduce --list'")
-    frame = load_frame(list(paths))
+    present = [p for p in paths if Path(p).exists()]
+    if grid and not present:  # the published grid alone, measured cells empty: how a user first looks at a table
+        frame = load_frame([])
+    else:
+        frame = load_frame(list(paths))
     if suite is not None and not frame.empty:
         frame = frame[frame["suite"] == suite]
     if frame.empty and not grid:

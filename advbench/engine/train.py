@@ -306,8 +306,6 @@ def start_run(cfg: TrainConfig, *, out: str | Path = "runs", name: str | None = 
     with distributed.process_group(rank_device(cfg.device), dist_backend(cfg)):
         main = distributed.is_main()
         run_name = runs.check_run_name(state.default_run_name(cfg) if name is None else name)
-        if main:
-            runs.check_out_dir(out)
         trainer = Trainer(cfg, Path(out) / run_name, progress=progress, stop=stop, batch_hook=batch_hook)
         init_file = load_init_weights(trainer.model, cfg.init_from) if cfg.init_from else None
         # rank 0 creates the folder atomically (a taken name gets a -N suffix) and tells the others

@@ -31,6 +31,11 @@ def _config_key(record: dict[str, Any]) -> str:
     return json.dumps(cfg, sort_keys=True, default=str)
 
 
+#: the columns of the frame (also of an empty one, so that grids built from no results still find them)
+COLUMNS = ["run", "config_key", "defense", "label", "dataset", "model", "train_norm", "train_eps", "seed", "suite",
+           "n", "checks", "flagged", "kind", "attack", "norm", "eps", "accuracy", "seconds"]
+
+
 def _run_base(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(config.json record, the columns every row of this run shares); CorruptFile/KeyError/TypeError if broken."""
     record = runs.read_run_config(run)
@@ -87,7 +92,7 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
                 rows.extend(_result_rows(runs.read_json(f), base))
             except (runs.CorruptFile, runs.UnreadableFile, KeyError, TypeError, ValueError) as err:
                 skipped.append(f"{f}: {_reason(err)}")
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, columns=COLUMNS) if not rows else pd.DataFrame(rows)
     frame.attrs["skipped"] = skipped
     return frame
 
