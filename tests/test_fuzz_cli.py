@@ -7,7 +7,10 @@ working folder's ``runs/`` (or the report file the command names). Bounded to ab
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -79,8 +82,14 @@ def _tree(root: Path) -> set[str]:
 def check(capsys, argv: list[str], sandbox: Path, allowed: tuple[str, ...] = ("work/runs",)) -> int:
     """Run ``advbench argv`` in ``sandbox/work``; assert the one-line-or-success contract and no stray writes."""
     before = _tree(sandbox)
+    t0 = time.perf_counter()
     code = main(argv)
+    seconds = time.perf_counter() - t0
     out, err = capsys.readouterr()
+    if os.environ.get("ADVBENCH_FUZZ_LOG"):  # a campaign's record: one line per invocation
+        with open(os.environ["ADVBENCH_FUZZ_LOG"], "a") as fh:
+            fh.write(json.dumps({"argv": [a[:80] for a in argv], "code": code, "seconds": round(seconds, 3),
+                                 "err": err.strip()[:300], "traceback": "Traceback" in err + out}) + "\n")
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err and "Traceback" not in out, (argv, err[-2000:])
     assert code in (0, 2), (argv, code, err[-2000:])
@@ -100,7 +109,8 @@ def sandbox(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
+#: examples per property; a campaign raises it (ADVBENCH_FUZZ_EXAMPLES=300 ADVBENCH_FUZZ_LOG=cases.jsonl)
+SETTINGS = settings(max_examples=int(os.environ.get("ADVBENCH_FUZZ_EXAMPLES", 60)), deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
