@@ -148,3 +148,14 @@ def _dispatch(command: Any, args: list[str], debug: bool, err: Any, usage_error:
 def entry() -> None:
     """Console-script entry point."""
     sys.exit(main())
+
+
+def check_names(**given: str | None) -> None:
+    """Fail fast, before torch loads: each given ``kind=name`` (defense, attack, model, dataset) must be registered
+    (read from the source by :mod:`advbench.core.catalog`); the message suggests the closest names."""
+    from advbench.core import catalog
+    from advbench.registry import unknown_name_message
+
+    for kind, name in given.items():
+        if name is not None and not catalog.known(kind, name):
+            raise UserError(unknown_name_message(kind, name, catalog.names(kind)))

@@ -74,20 +74,17 @@ def _option_rows(name: str) -> tuple[str, list[tuple[str, str, str, str]]]:
 
 
 def _registry_rows(key: str) -> list[tuple[str, str]]:
-    if key == "defenses":
-        from advbench.defenses import DEFENSES as reg
-    elif key == "attacks":
-        from advbench.attacks import ATTACKS as reg
-    elif key == "suites":
+    """(name, help) of a registry; defenses, attacks, models and datasets come from the source catalogue (no
+    torch); suites, some of which paper recipes define, from the imported registry."""
+    if key == "suites":
+        from advbench import api  # noqa: F401  (installs the paper-defined suites)
         from advbench.attacks import SUITES as reg
 
         return [(n, reg.get(n).description + " — " + ", ".join(e.label for e in reg.get(n).entries))
                 for n in reg.names()]
-    elif key == "datasets":
-        from advbench.data import DATASETS as reg
-    else:
-        from advbench.models import MODELS as reg
-    return [(n, reg.help(n)) for n in reg.names()]
+    from advbench.core import catalog
+
+    return [(e.name, e.help) for e in catalog.entries(key.rstrip("s"))]
 
 
 @app.command()

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from advbench.cli.app import STATE, QuietOpt, SetOpt, app, console
+from advbench.cli.app import STATE, QuietOpt, SetOpt, app, check_names, console
 from advbench.cli.launch import run_torchrun
 from advbench.errors import UserError
 
@@ -64,6 +64,11 @@ def train(
     see docs/scaling.md). Rank 0 writes the run directory; --resume works the same way.
     """
 
+    check_names(defense=defense, dataset=dataset, model=model)  # one line in a fraction of a second, before torch
+    if eps is not None:
+        from advbench.threat import ThreatModel
+
+        ThreatModel.parse(eps, norm or "linf")
     from advbench import api
 
     options = {"dataset": dataset, "model": model, "defense": defense, "eps": eps, "norm": norm, "epochs": epochs,
