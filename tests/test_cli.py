@@ -119,3 +119,11 @@ def test_list_options_lists_every_field_of_every_defense_and_attack(capsys):
             assert all(f.name in out for f in dataclasses.fields(reg.get(name).Options)), name
     code, _, err = _run(capsys, "list", "options")
     assert code == 2 and "needs a defense" in err
+
+
+@pytest.mark.parametrize("cmd", ["train", "attack", "report", "reproduce", "list", "show", "quickstart"])
+def test_help_shows_no_internal_metavars(capsys, cmd):
+    code, out, _ = _run(capsys, cmd, "--help")
+    assert code == 0
+    for leak in ("<str>", "<path>", "<int>", "<float>", "<list[", "TEXT", "INTEGER"):
+        assert leak not in out, (cmd, leak)

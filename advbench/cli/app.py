@@ -76,11 +76,35 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+#: metavars that say what to type (Typer would print its internal types: <str>, <list[Path]>)
+_METAVARS = {"eps": "EPS", "norm": "NORM", "out": "DIR", "data_dir": "DIR", "resume": "RUN", "run": "RUN",
+             "paths": "RUNS", "config": "FILE.toml", "output": "FILE", "plots": "DIR", "set_": "KEY=VALUE",
+             "checkpoint": "best|last|FILE", "model_module": "MODULE:FACTORY", "source": "RUN", "init_from": "RUN",
+             "seeds": "S,S,...", "rows": "ROW", "format_": "FORMAT", "grid": "PAPER:TABLE", "table": "N",
+             "what": "WHAT", "name": "NAME", "paper": "PAPER"}
+
+
+def _name_metavars(command: Any) -> None:
+    """Give every parameter of every subcommand a metavar a reader understands (``--eps EPS``, ``RUNS...``)."""
+    for sub in getattr(command, "commands", {}).values():
+        for param in sub.params:
+            if getattr(param, "is_flag", False) or param.metavar is not None:
+                continue
+            descriptor = getattr(param, "type_descriptor", None)
+            kind = getattr(descriptor, "annotation", None) or getattr(getattr(param, "type", None), "name", "")
+            param.metavar = _METAVARS.get(param.name or "") or {int: "N", float: "X", "integer": "N",
+                                                                 "float": "X"}.get(kind) or \
+                (param.name or "value").upper().rstrip("_")
+            if getattr(param, "param_type_name", "") == "argument":  # the metavar says it; no "<list[Path]>" after
+                param.display_type = lambda *args, **kwargs: ""  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line and exit 2 for user errors; 130 after a clean interrupt."""
     usage_error, exit_error, abort_error = _click_exceptions()
 
     command = typer.main.get_command(app)
+    _name_metavars(command)
     args = list(sys.argv[1:] if argv is None else argv)
     STATE["argv"] = args  # `train --nproc` relaunches this command line under torchrun
     debug = "--debug" in args
