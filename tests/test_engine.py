@@ -239,3 +239,34 @@ def test_resume_refuses_a_trained_run_whose_checkpoint_was_deleted(tmp_path):
     with pytest.raises(UserError, match="last.pt is missing"):
         api.train(resume=run)
     assert sorted(p.name for p in run.rglob("*")) == before
+
+
+def test_the_same_configuration_is_reused_or_resumed_not_duplicated(tmp_path):
+    """Running the same train command again used to start `...-s0-2` from scratch; now a finished run is reused and
+    an interrupted one resumed (and summary says which); --fresh (fresh=True) trains a new one."""
+    common = dict(out=tmp_path, defense="standard", settings=TINY_SET, **TINY)
+    first, _ = api.train(**common)
+    again, summary = api.train(**common)
+    assert again == first and summary["reused"] == "completed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]
+    new, summary = api.train(fresh=True, **common)
+    assert new != first and "reused" not in summary
+    flag = StopFlag()
+    other = {**common, "seed": 5}
+    with pytest.raises(Interrupted):
+        api.train(stop=flag, batch_hook=_stop_at(0, 1, flag), **other)
+    resumed, summary = api.train(**other)
+    assert summary["reused"] == "resumed" and summary["status"] == "completed"
+    assert len(list(tmp_path.iterdir())) == 3
+
+
+def test_a_run_at_chance_level_says_so(tmp_path):
+    run, summary = api.train(out=tmp_path, name="lazy", defense="standard", settings={**TINY_SET, "lr": 1e-9},
+                             **{**TINY, "lr": 1e-9, "epochs": 1})
+    assert summary["near_chance"] is True and summary["chance_acc"] == pytest.approx(0.1)
+    assert any("near chance" in n for n in summary["notes"])
+    from advbench.engine.state import chance_level
+
+    # 10 classes, 200 images: chance 10%, 3 standard errors = 6.36 points
+    assert chance_level(0.163, 10, 200)["near_chance"] and not chance_level(0.164, 10, 200)["near_chance"]
+    assert not chance_level(0.9, 10, 200)["near_chance"] and chance_level(None, 10, 200) == {}

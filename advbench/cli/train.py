@@ -55,6 +55,8 @@ def train(
         "to save memory (wrn-*, resnet*, preact-*).")] = None,
     sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="SyncBatchNorm across "
                                                     "processes (CUDA only).")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Train a new run even if this very configuration was "
+                                        "trained under --out before (by default it is reused, or resumed).")] = False,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -89,13 +91,22 @@ def train(
         _check_before_launch(options, set_, config, resume)  # one clear line here rather than N tracebacks
         raise typer.Exit(_relaunch_train(nproc))
     run_dir, summary = api.train(out=out, name=name, resume=resume, settings=set_ or [], config_file=config,
-                                 quiet=quiet, command=["advbench", *sys.argv[1:]], **options)
+                                 quiet=quiet, command=["advbench", *sys.argv[1:]], fresh=fresh, **options)
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 reports
         return
     con = console()
+    if summary.get("reused") == "completed":
+        when = summary.get("updated", "earlier")
+        con.print(f"reused the finished run {run_dir} (the same configuration, written {when}); --fresh trains a "
+                  "new one", markup=False)
+    elif summary.get("reused") == "resumed":
+        con.print(f"resumed the interrupted run {run_dir} (the same configuration); --fresh starts a new one",
+                  markup=False)
     best = summary.get("best_val_robust_acc")
     tail = f", best val robust {100 * best:.1f}% at epoch {summary['best_epoch'] + 1}" if best is not None else ""
     con.print(f"trained {summary['defense']} for {summary['epochs_completed']} epochs{tail}")
+    if summary.get("near_chance"):
+        con.print(f"warning: {summary['notes'][-1]}", markup=False)
     con.print(f"run: {run_dir}")
 
 

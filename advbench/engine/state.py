@@ -9,6 +9,7 @@ torchrun every rank must call them, in the same order.
 
 from __future__ import annotations
 
+import math
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -149,9 +150,19 @@ def selection_score(rule: str, record: dict[str, Any]) -> float:
 
 
 # ---------------------------------------------------------------- summary.json
+def chance_level(clean_acc: float | None, num_classes: int | None, n: int | None) -> dict[str, Any]:
+    """Whether a clean accuracy is within noise of guessing: at most chance + 3 binomial standard errors on ``n``
+    validation images (a run that learned nothing would otherwise read as a plain, robust-looking model)."""
+    if clean_acc is None or not num_classes or not n:
+        return {}
+    chance = 1.0 / num_classes
+    bound = chance + 3.0 * math.sqrt(chance * (1 - chance) / n)
+    return {"chance_acc": chance, "near_chance": bool(clean_acc <= bound)}
+
+
 def write_summary(run_dir: Path, cfg: TrainConfig, threat: ThreatModel, *, status: str, select: str,
                   best: dict[str, Any], world: int, device: torch.device, notes: list[str],
-                  extra: dict[str, Any] | None = None) -> None:
+                  extra: dict[str, Any] | None = None, num_classes: int | None = None) -> None:
     """Atomically rewrite summary.json from metrics.jsonl and the best epoch so far (call on rank 0 only)."""
     history = runs.read_jsonl(run_dir / "metrics.jsonl")
     last = history[-1] if history else {}
@@ -176,9 +187,17 @@ def write_summary(run_dir: Path, cfg: TrainConfig, threat: ThreatModel, *, statu
         "world_size": world,
         "peak_mem_bytes": max(peaks) if peaks else None,
         "peak_mem_kind": last.get("peak_mem_kind", memory_kind(device) if cfg.mem_every else None),
+        "num_classes": num_classes,
+        **chance_level(best.get("val_clean_acc"), num_classes, last.get("val_n")),
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **({"notes": list(notes)} if notes else {}),
         **(extra or {}),
     }
+    if summary.get("near_chance"):
+        summary["notes"] = [*summary.get("notes", []), f"near chance: best validation clean accuracy "
+                            f"{100 * best['val_clean_acc']:.1f}% on {num_classes} classes (chance "
+                            f"{100 / num_classes:.1f}%): the model learned (almost) nothing; train longer or "
+                            "use the defense's recipe"]
     runs.write_json(run_dir / "summary.json", summary)
 
 

@@ -132,7 +132,8 @@ class Trainer:
         """Atomically rewrite summary.json (rank 0 only)."""
         if self.is_main:
             state.write_summary(self.run_dir, self.cfg, self.threat, status=status, select=self.select_rule,
-                                best=self.best, world=self.world, device=self.device, notes=self.notes)
+                                best=self.best, world=self.world, device=self.device, notes=self.notes,
+                                num_classes=self.splits.info.num_classes)
 
     # ---------------------------------------------------------------- loop
     def run(self) -> dict[str, Any]:

@@ -135,7 +135,7 @@ class Plan:
         return "\n".join(lines)
 
 
-def _existing_runs(out: Path) -> dict[str, tuple[Path, str]]:
+def existing_runs(out: Path) -> dict[str, tuple[Path, str]]:
     """hash -> (run dir, summary status) of the runs under ``out``."""
     found: dict[str, tuple[Path, str]] = {}
     if not out.exists():
@@ -250,7 +250,7 @@ class _Planner:
         if self.smoke_scale:
             self.suites = tuple((smoke_suite(s, int(sm["n_eval_expensive"]), self.n_eval), e) for s, e in recipe.suites)
         self.plan = Plan(recipe, scale, self.out_dir, self.dataset, self.model, self.n_eval, substituted, smoke=sm)
-        self.existing = _existing_runs(out)  # a run made for another table with the same config is reused
+        self.existing = existing_runs(out)  # a run made for another table with the same config is reused
         self.bases: dict[tuple[int, str], PlannedRun] = {}  # (seed, model) -> the standard run rows fine-tune from
         self.used: list[tuple[int, str]] = []  # the bases the plan needs, in the order rows need them
 
