@@ -270,3 +270,19 @@ def test_a_run_at_chance_level_says_so(tmp_path):
     # 10 classes, 200 images: chance 10%, 3 standard errors = 6.36 points
     assert chance_level(0.163, 10, 200)["near_chance"] and not chance_level(0.164, 10, 200)["near_chance"]
     assert not chance_level(0.9, 10, 200)["near_chance"] and chance_level(None, 10, 200) == {}
+
+
+def test_report_counts_a_seed_once(tmp_path):
+    """Two runs of one configuration and seed (a copy, or a rerun with --fresh): the report counts the newest once
+    and names the other; it used to average them as "mean ± std over seeds" (9.00 ± 0.00, Runs 2)."""
+    import shutil
+
+    run, _ = api.train(out=tmp_path, name="a", defense="standard", settings=TINY_SET, **TINY)
+    api.attack(run, attack="fgsm", n_eval=32, batch_size=32, device="cpu", hygiene=False)
+    shutil.copytree(run, tmp_path / "b")
+    os.utime(tmp_path / "b" / "config.json", (time.time() + 10, time.time() + 10))
+    grid, text = api.report([tmp_path])
+    assert len(grid) == 1
+    assert grid.attrs["skipped"] == [f"{tmp_path / 'a'}: the same configuration and seed as the newer "
+                                     f"{tmp_path / 'b'} (counted once)"]
+    assert int(grid["Runs"].iloc[0]) == 1

@@ -32,8 +32,8 @@ def _config_key(record: dict[str, Any]) -> str:
 
 
 #: the columns of the frame (also of an empty one, so that grids built from no results still find them)
-COLUMNS = ["run", "config_key", "defense", "label", "dataset", "model", "train_norm", "train_eps", "seed", "suite",
-           "n", "checks", "flagged", "kind", "attack", "norm", "eps", "accuracy", "seconds"]
+COLUMNS = ["run", "run_time", "config_key", "defense", "label", "dataset", "model", "train_norm", "train_eps", "seed",
+           "suite", "n", "checks", "flagged", "kind", "attack", "norm", "eps", "accuracy", "seconds"]
 
 
 def _run_base(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -44,6 +44,7 @@ def _run_base(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         "run": str(run), "config_key": _config_key(record), "defense": cfg["defense"],
         "label": _defense_label(record), "dataset": cfg["dataset"], "model": cfg["model"],
         "train_norm": cfg["norm"], "train_eps": cfg["eps"], "seed": cfg["seed"],
+        "run_time": (run / "config.json").stat().st_mtime,
     }
     return record, base
 
@@ -92,9 +93,21 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
                 rows.extend(_result_rows(runs.read_json(f), base))
             except (runs.CorruptFile, runs.UnreadableFile, KeyError, TypeError, ValueError) as err:
                 skipped.append(f"{f}: {_reason(err)}")
-    frame = pd.DataFrame(rows, columns=COLUMNS) if not rows else pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, columns=COLUMNS) if not rows else _one_run_per_seed(pd.DataFrame(rows), skipped)
     frame.attrs["skipped"] = skipped
     return frame
+
+
+def _one_run_per_seed(frame: pd.DataFrame, skipped: list[str]) -> pd.DataFrame:
+    """Two runs of one configuration and seed (a rerun, a copy) count once: the newest; the other is named in
+    ``skipped``, so that "mean ± std over seeds" never averages one seed with itself."""
+    newest = frame.groupby(["config_key", "seed"])["run_time"].transform("max")
+    dropped = frame.loc[frame["run_time"] < newest, ["run", "config_key", "seed"]].drop_duplicates("run")
+    for _, row in dropped.iterrows():
+        keep = frame.loc[(frame["config_key"] == row["config_key"]) & (frame["seed"] == row["seed"]) &
+                         (frame["run_time"] == newest), "run"].iloc[0]
+        skipped.append(f"{row['run']}: the same configuration and seed as the newer {keep} (counted once)")
+    return frame[frame["run_time"] >= newest].reset_index(drop=True)
 
 
 def _reason(err: Exception) -> str:
