@@ -19,7 +19,7 @@ from advbench.resolve import make_train_config
 def train(*, out: str | Path = "runs", name: str | None = None, resume: str | Path | None = None,
           settings: dict[str, Any] | list[str] | None = None, config_file: str | Path | None = None,
           quiet: bool = True, command: list[str] | None = None, stop: Any = None, batch_hook: Any = None,
-          fresh: bool = False, **options: Any) -> tuple[Path, dict[str, Any]]:
+          fresh: bool = False, recipe: str | None = None, **options: Any) -> tuple[Path, dict[str, Any]]:
     """Train a defense (or resume a run); returns (run directory, summary dict).
 
     ``options`` are TrainConfig fields (dataset, model, defense, eps, norm, epochs, batch_size, lr, seed,
@@ -43,7 +43,14 @@ def train(*, out: str | Path = "runs", name: str | None = None, resume: str | Pa
             run_dir, summary = resume_run(run_dir, progress=progress, stop=flag, batch_hook=batch_hook)
             return run_dir, {**summary, "reused": "resumed"}
         return start_run(cfg, out=out, name=name, command=command, progress=progress, stop=flag,
-                         batch_hook=batch_hook)
+                         batch_hook=batch_hook, recipe=recipe or _recipe_source(config_file, options, settings))
+
+
+def _recipe_source(config_file: str | Path | None, options: dict[str, Any], settings: Any) -> str:
+    """Where a run's settings came from, in words (the header line and config.json's ``recipe``)."""
+    given = sorted(k for k, v in options.items() if v is not None) + sorted(settings or [])
+    base = f"TOML recipe {config_file}" if config_file else "advbench defaults (docs/defenses.md)"
+    return base + (f", with {len(given)} setting(s) given" if given else "")
 
 
 def same_run(cfg: TrainConfig, out: str | Path, name: str | None) -> tuple[Path, str] | None:

@@ -299,8 +299,9 @@ class Trainer:
 
 def start_run(cfg: TrainConfig, *, out: str | Path = "runs", name: str | None = None,
               command: list[str] | None = None, progress: NullProgress | None = None, stop: StopFlag | None = None,
-              batch_hook: BatchHook | None = None) -> tuple[Path, dict[str, Any]]:
-    """Create a new run directory, write config.json and train; returns (run_dir, summary).
+              batch_hook: BatchHook | None = None, recipe: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """Create a new run directory, write config.json and train; returns (run_dir, summary). ``recipe`` says
+    where the settings came from (printed in the header line and stored in config.json).
 
     Under torchrun (WORLD_SIZE > 1) this joins the process group; rank 0 picks and creates the run
     directory and is the only rank that writes to it."""
@@ -317,9 +318,18 @@ def start_run(cfg: TrainConfig, *, out: str | Path = "runs", name: str | None = 
                 record = trainer.config_record(command if command is not None else sys.argv)
                 if cfg.init_from:
                     record["init_from"] = init_file
+                record["recipe"] = recipe or "advbench defaults and the settings given"
                 runs.write_json(run_dir / "config.json", record)
                 trainer.write_summary("running")
+                trainer.progress.log(header_line(cfg, record["recipe"], run_dir))
             return run_dir, trainer.run()
+
+
+def header_line(cfg: TrainConfig, recipe: str, run_dir: Path) -> str:
+    """The one line printed before the first batch: what is trained, on what, from which recipe, and where."""
+    init = f", fine-tuned from {cfg.init_from}" if cfg.init_from else ""
+    return (f"{cfg.defense} on {cfg.dataset} / {cfg.model}, {cfg.norm} eps {cfg.eps}, {cfg.epochs} epochs "
+            f"({cfg.optimizer} lr {cfg.lr:g}, {cfg.schedule}){init}; recipe: {recipe}; run: {run_dir}")
 
 
 def done_epochs(run_dir: Path) -> int:
