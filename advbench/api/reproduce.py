@@ -96,7 +96,7 @@ def _log_steps(log: Callable[[str], None] | None) -> OnStep | None:
 
 def execute(planned: list[PlannedRun], *, out: Path, n_eval: int, meta: dict[str, Any] | None = None,
             jobs: int = 1, quiet: bool = True, device: str = "auto", on_step: OnStep | None = None,
-            threads: int | None = None, command: list[str] | None = None) -> list[Path]:
+            threads: int | None = None, command: list[str] | None = None, recipe: str | None = None) -> list[Path]:
     """Execute planned runs: base runs first, then the runs that fine-tune from them (``jobs`` > 1: each stage
     in parallel processes with ``threads`` torch threads each). ``meta``: the paper.json record of a paper
     table (None: no paper.json); ``command``: recorded in config.json of the runs trained. Returns the run
@@ -110,7 +110,7 @@ def execute(planned: list[PlannedRun], *, out: Path, n_eval: int, meta: dict[str
                 if on_step:
                     on_step(planned[i], "start")
                 done[i] = Path(_execute(planned[i], out, n_eval, meta, quiet, device, base_dirs, command=command,
-                                        on_step=on_step))
+                                        on_step=on_step, recipe=recipe))
         else:
             done.update(_in_processes(planned, stage, jobs, out, n_eval, meta, quiet, device, base_dirs, threads,
                                       command, on_step))
@@ -140,8 +140,9 @@ def _in_processes(planned: list[PlannedRun], stage: list[int], jobs: int, out: P
 
 def _execute(p: PlannedRun, out: Path, n_eval: int, meta: dict[str, Any] | None, quiet: bool, device: str,
              base_dirs: dict[str, str], threads: int | None = None, command: list[str] | None = None,
-             on_step: OnStep | None = None) -> str:
-    """Train (or resume, or reuse) one planned run, then run its attack suites; returns the run directory."""
+             on_step: OnStep | None = None, recipe: str | None = None) -> str:
+    """Train (or resume, or reuse) one planned run, then run its attack suites; returns the run directory.
+    ``recipe``: the recipe source recorded for a run trained here (default: the table and row)."""
     if threads:
         torch.set_num_threads(threads)
     if p.action == "done" and p.existing:
@@ -152,8 +153,9 @@ def _execute(p: PlannedRun, out: Path, n_eval: int, meta: dict[str, Any] | None,
         opts = dict(p.options)
         if p.init and p.init in base_dirs:
             opts["init_from"] = base_dirs[p.init]
+        source = recipe or (f"{meta.get('paper')} table {meta.get('table')}, row '{p.row}'" if meta else None)
         run_dir = Path(train(out=p.out or out, name=p.name, settings=p.settings, quiet=quiet, command=command,
-                             **opts)[0])
+                             recipe=source, **opts)[0])
     if meta is not None:
         runs.write_json(run_dir / "paper.json", _paper_record(p, meta, run_dir, base_dirs))
     if on_step and p.suites:

@@ -55,6 +55,11 @@ def train(
         "to save memory (wrn-*, resnet*, preact-*).")] = None,
     sync_bn: Annotated[Optional[bool], typer.Option("--sync-bn/--no-sync-bn", help="SyncBatchNorm across "
                                                     "processes (CUDA only).")] = None,
+    recipe: Annotated[str, typer.Option(help="auto: with no schedule given (no --epochs, --lr, --batch-size, "
+                                         "--n-train, --init-from, --config, --set, --name), train the defense's own "
+                                         "paper recipe (the paper's on its dataset; a standard base run plus a short "
+                                         "fine-tune elsewhere, as reproduce's smoke scale); defaults: advbench's "
+                                         "generic defaults.")] = "auto",
     fresh: Annotated[bool, typer.Option("--fresh", help="Train a new run even if this very configuration was "
                                         "trained under --out before (by default it is reused, or resumed).")] = False,
     set_: SetOpt = None,
@@ -90,8 +95,22 @@ def train(
     if nproc is not None and nproc != 1:
         _check_before_launch(options, set_, config, resume)  # one clear line here rather than N tracebacks
         raise typer.Exit(_relaunch_train(nproc))
-    run_dir, summary = api.train(out=out, name=name, resume=resume, settings=set_ or [], config_file=config,
-                                 quiet=quiet, command=["advbench", *sys.argv[1:]], fresh=fresh, **options)
+    if recipe not in ("auto", "defaults"):
+        raise UserError(f"--recipe {recipe!r}: choose auto or defaults")
+    schedule_given = any(v is not None for v in (epochs, lr, batch_size, n_train, init_from, config, name, resume)) \
+        or bool(set_)
+    trained = None
+    if recipe == "auto" and not schedule_given and not fresh:
+        from advbench.api.recipe import train_with_recipe
+        from advbench.resolve import make_train_config
+
+        cfg = make_train_config(options, [], None)  # the defense, data, model and threat as given, checked
+        trained = train_with_recipe(defense=cfg.defense, dataset=cfg.dataset, model=model, eps=cfg.eps,
+                                    norm=cfg.norm, seed=cfg.seed, out=out, device=cfg.device, quiet=quiet,
+                                    command=["advbench", *sys.argv[1:]])
+    run_dir, summary = trained or api.train(out=out, name=name, resume=resume, settings=set_ or [],
+                                            config_file=config, quiet=quiet, command=["advbench", *sys.argv[1:]],
+                                            fresh=fresh, **options)
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 reports
         return
     con = console()

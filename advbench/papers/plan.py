@@ -348,9 +348,13 @@ class _Planner:
 
 def make_plan(paper: str, table: str, *, scale: str = "smoke", out: str | Path = "runs",
               dataset: str | None = None, model: str | None = None, seeds: list[int] | None = None,
-              rows: list[str] | None = None, device: str = "auto", smoke: dict[str, Any] | None = None) -> Plan:
-    """Plan the runs of ``paper`` table ``table``; ``smoke`` overrides entries of :data:`SMOKE` (tests)."""
+              rows: list[str] | None = None, device: str = "auto", smoke: dict[str, Any] | None = None,
+              eps: str | None = None, norm: str | None = None) -> Plan:
+    """Plan the runs of ``paper`` table ``table``; ``smoke`` overrides entries of :data:`SMOKE` (tests); ``eps`` and
+    ``norm`` replace the table's threat model (a user's own budget for a recipe's rows)."""
     recipe = _checked_recipe(paper, table, scale, rows)
+    if eps is not None or norm is not None:
+        recipe = dataclasses.replace(recipe, eps=eps or recipe.eps, norm=norm or recipe.norm)
     sm = {**SMOKE, **(smoke or {})}
     planner = _Planner(recipe, scale, Path(out), dataset, model, device, sm)
     the_seeds = list(seeds) if seeds else list(sm["seeds"] if planner.smoke_scale else recipe.seeds)
