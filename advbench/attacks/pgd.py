@@ -54,6 +54,15 @@ def random_init(x: torch.Tensor, threat: ThreatModel, init: str,
     return (x + delta).clamp(0, 1) - x
 
 
+def input_grad(out: torch.Tensor, wrt: torch.Tensor) -> torch.Tensor:
+    """d out / d wrt for a scalar ``out``; zeros where no gradient reaches ``wrt`` (a model whose output carries no
+    gradient, e.g. a numpy preprocessing step, gets zero gradients instead of an error: the checks flag it)."""
+    if not out.requires_grad:
+        return torch.zeros_like(wrt)
+    (grad,) = torch.autograd.grad(out, wrt, allow_unused=True)
+    return torch.zeros_like(wrt) if grad is None else grad
+
+
 def ascent_step(delta: torch.Tensor, grad: torch.Tensor, threat: ThreatModel, alpha: float) -> torch.Tensor:
     """One steepest-ascent step of size ``alpha`` in the threat's norm, then projection onto the ball."""
     if threat.norm == "linf":
@@ -132,7 +141,7 @@ def _pgd_run(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, delta: tor
     for _step in range(steps):
         delta.requires_grad_(True)
         sample_loss = sign * loss_fn(model(x + delta), labels)
-        (grad,) = torch.autograd.grad(sample_loss.sum(), delta)
+        grad = input_grad(sample_loss.sum(), delta)
         if select == "best-loss":
             with torch.no_grad():
                 better = sample_loss > run_best
@@ -168,7 +177,7 @@ def _pgd_until_misclassified(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     for _step in range(steps):
         dl.requires_grad_(True)
         logits = model(xl + dl)
-        (grad,) = torch.autograd.grad((sign * loss_fn(logits, ll)).sum(), dl)
+        grad = input_grad((sign * loss_fn(logits, ll)).sum(), dl)
         dl = dl.detach()
         with torch.no_grad():
             wrong = logits.argmax(1) != yl
