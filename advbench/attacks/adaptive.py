@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from advbench.attacks.base import ATTACKS, Attack, Perturbation
+from advbench.attacks.base import ATTACKS, SCALE_FREE_LOSSES, Attack, Perturbation
 from advbench.attacks.bpda import bpda_hooks, find_gradient_breakers, straight_through_ops
 from advbench.attacks.eot import EOTAverage, Verdict, batch_verdict, eot_logits, is_randomized, seeded_model_rng
 from advbench.attacks.losses import LossFn, get_loss, margin
@@ -186,6 +186,17 @@ class AdaptivePGD(Attack):
                                               eot_samples=plan.eot_samples, eot_average=o.eot_average,
                                               verdict=verdict, generator=gen)
         return Perturbation(x_adv, info=plan.info(), correct=correct)
+
+    @classmethod
+    def suited_to(cls, options, summary):
+        """What the resolved adaptations cover: EOT (randomized), BPDA, a scale-free loss (both: unexplained)."""
+        a = (summary or {}).get("adaptations") or {}
+        out = {"randomized"} if a.get("randomized") and a.get("eot_samples", 1) > 1 else set()
+        if options.get("loss") in SCALE_FREE_LOSSES:
+            out.add("saturated")
+        if a.get("bpda") or a.get("bpda_ops"):
+            out.add("non-differentiable")
+        return out | ({"unexplained"} if {"saturated", "non-differentiable"} <= out else set())
 
     @classmethod
     def summarize(cls, per_sample, info, correct, threat):

@@ -253,6 +253,14 @@ class AutoAttackBase(Attack):
         return self.perturb_ex(model, x, y, generator).x_adv
 
     @classmethod
+    def suited_to(cls, options, summary):
+        """Saturated logits if a DLR or FAB component ran (scale-free: logit differences). Not gradient-breaking
+        parts (Square alone is a test, not a remedy), nor a randomized model: AutoAttack judges each point by one
+        noisy pass, even with version=rand's EOT gradients."""
+        comps = set((summary or {}).get("components") or ([cls.component] if cls.component else []))
+        return {"saturated"} if comps & {"apgd-dlr", "apgd-t", "fab", "fab-t"} else set()
+
+    @classmethod
     def summarize(cls, per_sample, info, correct, threat):
         """Version and components run, robust accuracy after each component, captured flags."""
         fooled_by = per_sample.get("fooled_by", [])

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from advbench.attacks.base import ATTACKS, Attack, renorm_l2
+from advbench.attacks.base import ATTACKS, SCALE_FREE_LOSSES, Attack, renorm_l2
 from advbench.attacks.losses import LossFn, get_loss
 from advbench.core.tensors import per_sample
 from advbench.errors import UserError
@@ -266,6 +266,11 @@ class PGD(Attack):
         """Run PGD with the configured loss, target, steps, step size, start and restarts."""
         return run_pgd_options(model, x, y, self.threat, self.options, generator)
 
+    @classmethod
+    def suited_to(cls, options, summary):
+        """Saturated logits, with a scale-free loss (cw, dlr, margin, log-margin)."""
+        return {"saturated"} if options.get("loss") in SCALE_FREE_LOSSES else set()
+
 
 @dataclass
 class CWInfOptions:
@@ -299,6 +304,11 @@ class CWInf(Attack):
         opts = PGDOptions(steps=o.steps, step_size=o.step_size, restarts=o.restarts, loss="cw", kappa=o.kappa,
                           init=o.init, select=o.select)
         return run_pgd_options(model, x, y, self.threat, opts, generator)
+
+    @classmethod
+    def suited_to(cls, options, summary):
+        """Saturated logits (the CW margin needs no softmax)."""
+        return {"saturated"}
 
 
 @dataclass
