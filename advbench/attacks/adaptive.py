@@ -44,7 +44,8 @@ class AdaptivePGDOptions:
     ``bpda``: auto (find gradient-breaking submodules; rounding ops inline get a straight-through gradient
     if gradients are still zero), none, ops (straight-through rounding ops), or dotted submodule paths
     (comma-separated); ``bpda_approx``: identity or the dotted path of a submodule approximating them;
-    ``seed``: the attack's own random stream (with the batch index).
+    ``seed``: the attack's own random stream (with the batch index). ``dlr`` on fewer than 3 classes runs
+    the margin loss (recorded).
     """
 
     steps: int = 100
@@ -80,10 +81,12 @@ class _Plan:
     verdict_samples: int
     bpda_paths: list[str]
     bpda_ops: bool
+    loss: str
 
     def info(self) -> dict[str, Any]:
         return {"randomized": self.randomized, "eot_samples": self.eot_samples,
-                "verdict_samples": self.verdict_samples, "bpda": self.bpda_paths, "bpda_ops": self.bpda_ops}
+                "verdict_samples": self.verdict_samples, "bpda": self.bpda_paths, "bpda_ops": self.bpda_ops,
+                "loss": self.loss}
 
 
 def _zero_margin_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -169,7 +172,10 @@ class AdaptivePGD(Attack):
         randomized = is_randomized(model, x)
         k = (AUTO_EOT if randomized else 1) if o.eot_samples == "auto" else int(o.eot_samples)
         paths, ops = _resolve_bpda(model, x, y, o.bpda, o.bpda_approx)
-        return _Plan(randomized, k, o.verdict_samples if randomized else 1, paths, ops)
+        with torch.no_grad():
+            classes = int(model(x[:1]).shape[1])
+        loss = "margin" if o.loss == "dlr" and classes < 3 else o.loss  # DLR needs a third-largest logit
+        return _Plan(randomized, k, o.verdict_samples if randomized else 1, paths, ops, loss)
 
     def perturb_ex(self, model, x, y, generator=None):
         """Resolve the adaptations, then run :func:`adaptive_pgd` under the attack's own seeded stream."""
@@ -182,7 +188,7 @@ class AdaptivePGD(Attack):
             alpha = o.step_size if o.step_size is not None else self.threat.default_step()
             with adapted(model, plan.bpda_paths, o.bpda_approx, plan.bpda_ops):
                 x_adv, correct = adaptive_pgd(model, x, y, self.threat, steps=o.steps, alpha=alpha,
-                                              loss_fn=get_loss(o.loss, o.kappa), init=o.init, restarts=o.restarts,
+                                              loss_fn=get_loss(plan.loss, o.kappa), init=o.init, restarts=o.restarts,
                                               eot_samples=plan.eot_samples, eot_average=o.eot_average,
                                               verdict=verdict, generator=gen)
         return Perturbation(x_adv, info=plan.info(), correct=correct)
@@ -208,4 +214,5 @@ class AdaptivePGD(Attack):
             "eot_samples": max(b.get("eot_samples", 1) for b in info),
             "verdict_samples": max(b.get("verdict_samples", 1) for b in info),
             "bpda": sorted({p for b in info for p in b.get("bpda", [])}),
-            "bpda_ops": any(b.get("bpda_ops") for b in info)}}
+            "bpda_ops": any(b.get("bpda_ops") for b in info),
+            "loss": sorted({b.get("loss", "") for b in info} - {""})}}
