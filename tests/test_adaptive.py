@@ -242,3 +242,17 @@ def test_autoattack_flags_are_computed_on_any_model_and_miss_saturated_logits():
     assert checks_of(SaturatedLogits(net)) == set()  # AutoAttack's checks miss it; advbench's zero_gradients does not
     flags = autoattack_flags(Preprocessed(Quantize(), net).eval(), x, y)
     assert [f["check"] for f in flags] == ["zero_gradients"] and flags[0]["fraction"] == 1.0
+
+
+def test_autoattack_with_eot_samples_attacks_the_eot_view_and_judges_by_the_verdict():
+    net, x, y = small_problem(48)
+    model = NoisyInput(net).eval()
+    opts = {"version": "custom", "attacks": ["apgd-ce"], "n_restarts": 1}
+    plain = build_attack("autoattack", EPS, opts, AttackContext(batch=1))(model, x, y)
+    eot = build_attack("autoattack", EPS, {**opts, "eot_samples": 3}, AttackContext(batch=1))(model, x, y)
+    judge = batch_verdict(model, 10, batch=1).judge
+    assert torch.equal(eot.correct, judge(eot.x_adv, y))  # the reported result is the deterministic verdict's
+    assert eot.info["flags"] == [] and any("randomized" in f for f in plain.info["flags"])
+    cls = type(build_attack("autoattack", EPS, opts))
+    assert cls.suited_to({"eot_samples": 3}, eot.info) == {"randomized"}
+    assert cls.suited_to({"eot_samples": 1}, plain.info) == set()

@@ -100,6 +100,21 @@ class Verdict:
         return self.scores(x).argmax(1) == y
 
 
+class EOTModule(nn.Module):
+    """A randomized model seen through EOT, for attacks that only take a model (AutoAttack's APGD, FAB, Square):
+    a forward pass with gradients on averages ``samples`` draws (:func:`eot_logits`); one without is the
+    deterministic ``verdict`` (log of its scores), so every judgement the attack makes is reproducible."""
+
+    def __init__(self, model: nn.Module, samples: int, verdict: Verdict, average: EOTAverage = "prob") -> None:
+        super().__init__()
+        self.model, self.samples, self.verdict, self.average = model, samples, verdict, average
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return eot_logits(self.model, x, self.samples, self.average)
+        return torch.log(self.verdict.scores(x).clamp_min(torch.finfo(torch.float32).tiny))
+
+
 def batch_verdict(model: nn.Module, samples: int, batch: int, rule: VerdictRule = "mean-prob") -> Verdict:
     """The verdict every attack and the clean pass share for evaluation batch ``batch``: its draws are seeded
     by the batch index alone, so clean and attacked images of one batch are judged by the same function."""
