@@ -20,12 +20,13 @@ def attack(run: str | Path, *, suite: str | None = "pgd", attack: str | None = N
            norm: str | None = None, n_eval: int = 1000, batch_size: int = 256, seed: int = 0,
            checkpoint: str = "best", device: str = "auto", force: bool = False, quiet: bool = True,
            stop: Any = None, batch_hook: Any = None, source: str | Path | Any = None, hygiene: bool = True,
-           attack_hook: Any = None) -> dict[str, Any]:
+           attack_hook: Any = None, adapt: bool = False) -> dict[str, Any]:
     """Attack a trained run with a suite (or one ``attack``); writes and returns attacks/<suite>.json.
 
     ``source`` (a run directory or a model) is the model transfer attacks are crafted on; ``hygiene``
     runs the model probe behind the checks; ``attack_hook(event, **info)`` sees attack-internal
-    checkpoints (AutoAttack components).
+    checkpoints (AutoAttack components); ``adapt`` probes first and adds the attack suited to each kind of
+    gradient masking found (the result's ``adapted`` worst case stands beside the unadapted ``robust``).
     """
     run_dir = runs.resolve_run(run)
     if n_eval < 1 or batch_size < 1:
@@ -49,4 +50,5 @@ def attack(run: str | Path, *, suite: str | None = "pgd", attack: str | None = N
                         batch_size=batch_size, seed=seed,
                         described={"run": run_dir.name, "checkpoint": checkpoint, "epoch": ckpt_epoch},
                         out_dir=run_dir, dev=dev, source_model=source_model, source_desc=source_desc, hygiene=hygiene,
-                        force=force, quiet=quiet, stop=stop, batch_hook=batch_hook, attack_hook=attack_hook)
+                        force=force, quiet=quiet, stop=stop, batch_hook=batch_hook, attack_hook=attack_hook,
+                        adapt=adapt)

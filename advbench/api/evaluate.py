@@ -23,13 +23,14 @@ def evaluate(model: Any, *, dataset: Any = "synthetic", suite: str | None = "pgd
              name: str | None = None, checkpoint: str | Path | None = None, source: Any = None,
              data_dir: str | None = None, download: bool = False, dataset_options: dict[str, Any] | None = None,
              device: str = "auto", force: bool = False, quiet: bool = True, stop: Any = None, batch_hook: Any = None,
-             hygiene: bool = True, attack_hook: Any = None) -> dict[str, Any]:
+             hygiene: bool = True, attack_hook: Any = None, adapt: bool = False) -> dict[str, Any]:
     """Evaluate any model (inputs in [0, 1], logits out) with a suite; same result and JSON as ``advbench attack``.
 
     ``model``: an ``nn.Module`` or a ``pkg.module:factory`` spec (with optional ``checkpoint``).
     ``dataset``: a registered dataset name (its test split) or ``(x, y)`` tensors (uint8 or [0, 1] floats).
     Writes ``out/attacks/<suite>.json`` (and ``out/config.json`` describing the model, so that
-    ``advbench report out`` shows it). ``source``: a model or run directory for transfer attacks.
+    ``advbench report out`` shows it). ``source``: a model or run directory for transfer attacks. ``adapt``: probe
+    first and add the attack suited to each kind of gradient masking found.
     """
     if n_eval < 1 or batch_size < 1:
         raise UserError("n_eval and batch_size must be >= 1")
@@ -63,4 +64,4 @@ def evaluate(model: Any, *, dataset: Any = "synthetic", suite: str | None = "pgd
         return run_job(net, data, the_suite=the_suite, threats=threats, n_eval=n_eval, batch_size=batch_size,
                         seed=seed, described=described, out_dir=out_dir, dev=dev, source_model=source_model,
                         source_desc=source_desc, hygiene=hygiene, force=force, quiet=quiet, stop=stop,
-                        batch_hook=batch_hook, attack_hook=attack_hook)
+                        batch_hook=batch_hook, attack_hook=attack_hook, adapt=adapt)

@@ -81,10 +81,12 @@ def _lock_for_all_ranks(stack: contextlib.ExitStack, out_dir: Path, purpose: str
 def run_job(model: Any, data: Any, *, the_suite: Suite, threats: list[ThreatModel], n_eval: int, batch_size: int,
             seed: int, described: dict[str, Any] | None, out_dir: Path, dev: Any, source_model: Any,
             source_desc: dict[str, Any] | None, hygiene: bool, force: bool, quiet: bool, stop: Any,
-            batch_hook: Any, attack_hook: Any) -> dict[str, Any]:
-    """Shared tail of :func:`attack` and :func:`evaluate`: build the job, reuse a stored result, run, write."""
+            batch_hook: Any, attack_hook: Any, adapt: bool = False) -> dict[str, Any]:
+    """Shared tail of :func:`attack` and :func:`evaluate`: build the job, reuse a stored result, run, write.
+
+    ``adapt``: probe the model first and add the attack suited to each kind of gradient masking found."""
     job = EvalJob(suite=the_suite, threats=threats, n_eval=n_eval, batch_size=batch_size, seed=seed,
-                  source=described, transfer_source=source_desc, hygiene=hygiene,
+                  source=described, transfer_source=source_desc, hygiene=hygiene, adapt=adapt,
                   available=frozenset({"source_model"} if source_model is not None else set()),
                   identity=identity_of(model, data, n_eval, source_model))
     if not job.entries():

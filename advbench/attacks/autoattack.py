@@ -37,6 +37,7 @@ from torch import nn
 
 from advbench import runs
 from advbench.attacks.base import ATTACKS, Attack, Perturbation
+from advbench.attacks.eot import EOTModule, batch_verdict
 from advbench.errors import UserError
 from advbench.threat import ThreatModel
 
@@ -44,6 +45,7 @@ COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 #: components whose DLR loss needs at least this many classes (pyautoattack's check_n_classes)
 _MIN_CLASSES = {"apgd-dlr": 3, "apgd-t": 4}
 STATE_FORMAT = "advbench-autoattack-state-v1"
+EOT_VERDICT_SAMPLES = 10  # draws of the deterministic verdict with ``eot_samples`` > 1 (adaptive-pgd's default)
 
 
 class _ListHandler(logging.Handler):
@@ -199,18 +201,28 @@ class AutoAttackBase(Attack):
             for p in paths:
                 p.unlink(missing_ok=True)
 
+    def _view(self, model: nn.Module) -> tuple[nn.Module, Any]:
+        """(model AutoAttack attacks, judge of the result): with ``eot_samples`` > 1, the EOT view and its verdict."""
+        k = int(getattr(self.options, "eot_samples", 1) or 1)
+        if k <= 1:
+            return model, lambda xs, ys: model(xs).argmax(1) == ys
+        verdict = batch_verdict(model, EOT_VERDICT_SAMPLES, self.context.batch)
+        return EOTModule(model, k, verdict), verdict.judge
+
     def perturb_ex(self, model, x, y, generator=None):
         """Run the components in order on the still-robust points; resume from the batch's state file."""
+        net, judge = self._view(model)
         with torch.no_grad():
             logits = model(x)
         num_classes = int(logits.shape[1])
         settings = self.settings()
-        aa = make_autoattack(model, self.threat, device=x.device, num_classes=num_classes, **settings)
+        aa = make_autoattack(net, self.threat, device=x.device, num_classes=num_classes, **settings)
         components = [self.component] if self.component else list(aa.attacks_to_run)
         fp = self._fingerprint(components, x, y)
         st = self._load(fp, x)
         if st is None:
-            robust = logits.argmax(1) == y
+            with torch.no_grad():
+                robust = logits.argmax(1) == y if net is model else judge(x, y)
             st = _BatchState(done=[], robust=robust.clone(), fooled_by=["" if r else "clean" for r in robust.tolist()],
                              x_adv=x.clone())
         devices = [x.device.index or 0] if x.device.type == "cuda" else []
@@ -240,17 +252,28 @@ class AutoAttackBase(Attack):
                 self._save(fp, st)
                 self.context.emit("autoattack-component", component=comp)
         with torch.no_grad():
-            mismatch = int(((model(st.x_adv).argmax(1) == y) != st.robust).sum())
+            final = judge(st.x_adv, y)
+        mismatch = int((final != st.robust).sum())
         self._clear()
         info = {"components": components, "done": st.done, "skipped": st.skipped, "flags": sorted(set(st.flags)),
                 "warnings": sorted(set(st.warnings)), "n_target_classes": aa.apgd_targeted.n_target_classes,
                 "n_queries": aa.square.n_queries, "verdict_mismatch": mismatch, "resumed": st.resumed,
                 "num_classes": num_classes}
-        return Perturbation(st.x_adv, per_sample={"fooled_by": st.fooled_by}, info=info, correct=st.robust.clone())
+        correct = final if net is not model else st.robust.clone()  # EOT: the verdict, not one noisy subset pass
+        return Perturbation(st.x_adv, per_sample={"fooled_by": st.fooled_by}, info=info, correct=correct)
 
     def perturb(self, model, x, y, generator=None):
         """Adversarial images (see :meth:`perturb_ex`)."""
         return self.perturb_ex(model, x, y, generator).x_adv
+
+    @classmethod
+    def suited_to(cls, options, summary):
+        """Saturated logits if a DLR or FAB component ran (scale-free: logit differences); a randomized model with
+        ``eot_samples`` > 1. Not gradient-breaking parts (Square alone is a test, not a remedy), nor a randomized
+        model otherwise: AutoAttack judges each point by one noisy pass, even with version=rand's EOT gradients."""
+        comps = set((summary or {}).get("components") or ([cls.component] if cls.component else []))
+        eot = {"randomized"} if int(options.get("eot_samples") or 1) > 1 else set()
+        return eot | ({"saturated"} if comps & {"apgd-dlr", "apgd-t", "fab", "fab-t"} else set())
 
     @classmethod
     def summarize(cls, per_sample, info, correct, threat):
@@ -284,7 +307,8 @@ class AutoAttackBase(Attack):
 class AutoAttackOptions:
     """AutoAttack version (standard, plus, rand, custom), custom component list, seed (fixed, default 0) and
     optional overrides of target classes (default 9, capped at classes-1), restarts, Square queries (5000)
-    and EOT iterations (rand: 20)."""
+    and EOT iterations (rand: 20); ``eot_samples`` > 1 attacks advbench's EOT view of the model (k draws per
+    gradient, logits = log expected probability) and judges by the deterministic 10-draw verdict."""
 
     version: Literal["standard", "plus", "rand", "custom"] = "standard"
     attacks: list[str] = field(default_factory=list)
@@ -293,6 +317,7 @@ class AutoAttackOptions:
     n_restarts: int | None = None
     n_queries: int | None = None
     eot_iter: int | None = None
+    eot_samples: int = 1
 
     def validate(self) -> None:
         """Custom needs components; the fixed versions take none; names must be AutoAttack's."""
@@ -303,7 +328,7 @@ class AutoAttackOptions:
             raise UserError("autoattack version=custom needs attacks=..., e.g. --set attacks=apgd-ce,apgd-t")
         if self.version != "custom" and self.attacks:
             raise UserError("autoattack attacks=... needs version=custom (the other versions fix their components)")
-        for name in ("n_target_classes", "n_restarts", "n_queries", "eot_iter"):
+        for name in ("n_target_classes", "n_restarts", "n_queries", "eot_iter", "eot_samples"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise UserError(f"autoattack {name} must be >= 1")

@@ -84,6 +84,12 @@ class NoOptions:
 
 AttackKind = Literal["white-box", "black-box"]
 
+#: kinds of gradient masking the model probe tells apart (advbench.engine.adapt) and attacks declare themselves
+#: suited to (:meth:`Attack.suited_to`)
+MASKING_KINDS = ("randomized", "non-differentiable", "saturated", "unexplained")
+#: losses whose ascent direction survives saturated logits (no softmax: gradients do not underflow)
+SCALE_FREE_LOSSES = ("cw", "dlr", "margin", "log-margin")
+
 
 class Attack:
     """Base class. Subclasses set ``name``, ``Options`` and implement :meth:`perturb` (or :meth:`perturb_ex`).
@@ -145,6 +151,14 @@ class Attack:
         """JSON record of what ran: name, kind, threat and every option."""
         return {"attack": self.name, "kind": self.kind, **self.threat.to_dict(),
                 "options": config_to_dict(self.options)}
+
+    @classmethod
+    def suited_to(cls, options: dict[str, Any], summary: dict[str, Any] | None) -> set[str]:
+        """The masking kinds (:data:`MASKING_KINDS`) this attack, with these options and this run's summary, is
+        suited to: none unless the attack says so. Gradient-free (black-box) attacks are a *test* for masking
+        (Carlini et al. 2019), not a remedy: they are usually weaker than white-box attacks, and nothing checks
+        that their number is tight."""
+        return set()
 
     @classmethod
     def summarize(cls, per_sample: dict[str, list[Any]], info: list[dict[str, Any]],

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advbench.attacks.base import ATTACKS, Attack, Perturbation, renorm_l2
+from advbench.attacks.pgd import input_grad
 from advbench.errors import UserError
 from advbench.threat import ThreatModel
 
@@ -62,7 +63,7 @@ def pgd_per_sample_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm:
             found |= wrong
         if _ == steps or bool(found.all()):
             break
-        (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), delta)
+        grad = input_grad(F.cross_entropy(logits, y, reduction="sum"), delta)
         with torch.no_grad():
             if norm == "linf":
                 delta = torch.maximum(torch.minimum(delta + alpha * grad.sign(), e), -e)

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from advbench.attacks.base import ATTACKS, Attack, renorm_l2
+from advbench.attacks.base import ATTACKS, SCALE_FREE_LOSSES, Attack, renorm_l2
 from advbench.attacks.losses import LossFn, get_loss
 from advbench.core.tensors import per_sample
 from advbench.errors import UserError
@@ -52,6 +52,15 @@ def random_init(x: torch.Tensor, threat: ThreatModel, init: str,
         r = per_sample(_rand(torch.Size([x.shape[0]]), x, generator, normal=False), x)
         delta = d * r * threat.eps
     return (x + delta).clamp(0, 1) - x
+
+
+def input_grad(out: torch.Tensor, wrt: torch.Tensor) -> torch.Tensor:
+    """d out / d wrt for a scalar ``out``; zeros where no gradient reaches ``wrt`` (a model whose output carries no
+    gradient, e.g. a numpy preprocessing step, gets zero gradients instead of an error: the checks flag it)."""
+    if not out.requires_grad:
+        return torch.zeros_like(wrt)
+    (grad,) = torch.autograd.grad(out, wrt, allow_unused=True)
+    return torch.zeros_like(wrt) if grad is None else grad
 
 
 def ascent_step(delta: torch.Tensor, grad: torch.Tensor, threat: ThreatModel, alpha: float) -> torch.Tensor:
@@ -132,7 +141,7 @@ def _pgd_run(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, delta: tor
     for _step in range(steps):
         delta.requires_grad_(True)
         sample_loss = sign * loss_fn(model(x + delta), labels)
-        (grad,) = torch.autograd.grad(sample_loss.sum(), delta)
+        grad = input_grad(sample_loss.sum(), delta)
         if select == "best-loss":
             with torch.no_grad():
                 better = sample_loss > run_best
@@ -168,7 +177,7 @@ def _pgd_until_misclassified(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     for _step in range(steps):
         dl.requires_grad_(True)
         logits = model(xl + dl)
-        (grad,) = torch.autograd.grad((sign * loss_fn(logits, ll)).sum(), dl)
+        grad = input_grad((sign * loss_fn(logits, ll)).sum(), dl)
         dl = dl.detach()
         with torch.no_grad():
             wrong = logits.argmax(1) != yl
@@ -257,6 +266,11 @@ class PGD(Attack):
         """Run PGD with the configured loss, target, steps, step size, start and restarts."""
         return run_pgd_options(model, x, y, self.threat, self.options, generator)
 
+    @classmethod
+    def suited_to(cls, options, summary):
+        """Saturated logits, with a scale-free loss (cw, dlr, margin, log-margin)."""
+        return {"saturated"} if options.get("loss") in SCALE_FREE_LOSSES else set()
+
 
 @dataclass
 class CWInfOptions:
@@ -290,6 +304,11 @@ class CWInf(Attack):
         opts = PGDOptions(steps=o.steps, step_size=o.step_size, restarts=o.restarts, loss="cw", kappa=o.kappa,
                           init=o.init, select=o.select)
         return run_pgd_options(model, x, y, self.threat, opts, generator)
+
+    @classmethod
+    def suited_to(cls, options, summary):
+        """Saturated logits (the CW margin needs no softmax)."""
+        return {"saturated"}
 
 
 @dataclass

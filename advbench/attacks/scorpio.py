@@ -55,6 +55,11 @@ class _ScorpioPGD(Attack):
                           select=o.select, target="random" if self.random_target else "none")
         return run_pgd_options(model, x, y, self.threat, opts, generator)
 
+    @classmethod
+    def suited_to(cls, options, summary):
+        """Saturated logits for the margin objectives (UM, TM)."""
+        return {"saturated"} if cls.loss == "log-margin" else set()
+
 
 @ATTACKS.register("scorpio-ul", help="SCORPIO UL: PGD maximising CE(x+delta, y)")
 class ScorpioUL(_ScorpioPGD):

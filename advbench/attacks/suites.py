@@ -146,6 +146,18 @@ register_suite(
     "FGSM and PGD-20 on all images, APGD-CE + APGD-T on the first 200: a fast smoke check",
 )
 
+register_suite(
+    "adaptive",
+    [
+        SuiteEntry("Adaptive-PGD-100 (CE)", "adaptive-pgd", {"steps": 100}),
+        SuiteEntry("Adaptive-PGD-100 (DLR)", "adaptive-pgd", {"steps": 100, "loss": "dlr"}),
+        SuiteEntry("Adaptive-PGD-100 (CW)", "adaptive-pgd", {"steps": 100, "loss": "cw"}),
+    ],
+    "Adaptive PGD-100 (step eps/4, uniform start) on CE, DLR and the CW margin (the last two survive saturated "
+    "logits), each with EOT over 10 draws and a deterministic 10-draw verdict when the model is randomized and "
+    "BPDA through gradient-breaking submodules (or straight-through rounding ops) found on each batch",
+)
+
 #: eps used for an entry whose norm differs from the evaluation's and that fixes no eps
 DEFAULT_EPS = {"linf": "8/255", "l2": "0.5"}
 

@@ -42,6 +42,10 @@ def attack(
                                                    "(suite blackbox, --attack transfer).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
     force: Annotated[bool, typer.Option(help="Recompute even if the same evaluation is stored.")] = False,
+    adapt: Annotated[bool, typer.Option(help="Probe the model first; where it finds gradient masking (randomized, "
+                                        "non-differentiable, saturated logits) add the attack suited to it (EOT, "
+                                        "BPDA, DLR loss) and report the adapted worst case beside the unadapted "
+                                        "one.")] = False,
     nproc: Annotated[int, typer.Option(help="Shard the evaluation over N processes on this machine (relaunches "
                                        "through torchrun; one GPU each with --device cuda). Same per-sample "
                                        "results as 1 process.")] = 1,
@@ -64,7 +68,7 @@ def attack(
         norm = parse_norm(norm)
     common = {"suite": suite, "attack": attack_, "attack_options": set_ or [], "eps": eps, "n_eval": n_eval,
               "batch_size": batch_size, "seed": seed, "device": device, "force": force, "quiet": quiet,
-              "source": source}
+              "source": source, "adapt": adapt}
     if model_module is not None:
         if run is not None:
             raise UserError("give either a RUN directory or --model-module, not both")
@@ -113,6 +117,11 @@ def _relaunch_attack(ctx: typer.Context, nproc: int) -> int:
     return run_torchrun(nproc, [*args, *positional])
 
 
+def _verdict(r: dict) -> str:
+    """The verdict's summary in plain words ("trustworthy", "likely inflated: ...; run with --adapt")."""
+    return str((r.get("verdict") or {}).get("summary", ""))
+
+
 def _print_attack_result(result: dict, target: Path) -> None:
     con = console()
     from rich.table import Table
@@ -122,11 +131,14 @@ def _print_attack_result(result: dict, target: Path) -> None:
     table.add_column("eps")
     table.add_column("accuracy", justify="right")
     table.add_column("seconds", justify="right")
-    table.add_row("Clean", "", f"{100 * result['clean']['accuracy']:.2f}%", "")
+    table.add_column("verdict")
+    table.add_row("Clean", "", f"{100 * result['clean']['accuracy']:.2f}%", "", "")
     for r in result["results"]:
-        table.add_row(r["label"], f"{r['norm']} {r['eps']}", f"{100 * r['accuracy']:.2f}%", f"{r['seconds']:.1f}")
-    for r in result["robust"]:
-        table.add_row("Worst case", f"{r['norm']} {r['eps']}", f"{100 * r['accuracy']:.2f}%", "")
+        table.add_row(r["label"], f"{r['norm']} {r['eps']}", f"{100 * r['accuracy']:.2f}%", f"{r['seconds']:.1f}",
+                      _verdict(r))
+    for label, block in (("Worst case", "robust"), ("Worst case (adapted)", "adapted")):
+        for r in result.get(block) or []:
+            table.add_row(label, f"{r['norm']} {r['eps']}", f"{100 * r['accuracy']:.2f}%", "", _verdict(r))
     con.print(table)
     for s in result.get("skipped", []):
         con.print(f"skipped {s['label']}: {s['reason']}", markup=False)

@@ -7,5 +7,8 @@
 - :mod:`~advbench.engine.job`: what an evaluation is (``EvalJob``, its fingerprint, the evaluated data);
 - :mod:`~advbench.engine.shards`: sharded, resumable evaluation (resume files, the ranks' end);
 - :mod:`~advbench.engine.results`: the result JSON from per-batch records;
-- :mod:`~advbench.engine.hygiene`: the checks stored with every result.
+- :mod:`~advbench.engine.hygiene`: the checks stored with every result and the model probe behind them;
+- :mod:`~advbench.engine.checklist`: the checks from the published checklists (Carlini et al.; Tramèr et al.);
+- :mod:`~advbench.engine.adapt`: the kinds of gradient masking the probe shows and ``--adapt``'s attack for them;
+- :mod:`~advbench.engine.verdict`: a verdict per number (trustworthy, likely inflated, not meaningful).
 """

@@ -13,8 +13,12 @@ cut and seeded by its global index alone, the merged per-sample results equal on
 resumes each shard from its files, and also takes the finished batches of partial files of another
 world size.
 
-Every result carries hygiene checks (:mod:`advbench.engine.hygiene`): a ``checks`` block with
-pass/warn/fail and the numbers behind each check.
+Every result carries hygiene checks (:mod:`advbench.engine.hygiene`, :mod:`advbench.engine.checklist`): a
+``checks`` block with pass/warn/fail and the numbers behind each check, and a verdict per number
+(:mod:`advbench.engine.verdict`). A randomized model's noise is seeded per (seed, entry, eps, batch), so a
+resumed evaluation reproduces it. With ``adapt`` the probe runs first and the attack suited to each masking
+kind it finds is added (:mod:`advbench.engine.adapt`); for a randomized model the clean pass then uses the
+same deterministic verdict as the adaptive attack.
 """
 
 from __future__ import annotations
@@ -31,13 +35,16 @@ from torch import nn
 
 from advbench import runs
 from advbench.attacks import Attack, SuiteEntry, build_attack
+from advbench.attacks.adaptive import AdaptivePGDOptions
 from advbench.attacks.base import AttackContext
+from advbench.attacks.eot import batch_verdict, seeded_model_rng
 from advbench.core import distributed
 from advbench.core.passes import frozen
 from advbench.core.progress import NullProgress
 from advbench.core.seeding import make_generator
 from advbench.core.signals import Interrupted, StopFlag
-from advbench.engine import hygiene
+from advbench.data import TensorSplit
+from advbench.engine import adapt, hygiene
 from advbench.engine.job import EvalJob, as_eval_data
 from advbench.engine.results import assemble, attack_batch_record
 from advbench.engine.shards import ShardSync, load_state, merge_shards, remove_resume_files, shard_batches, shard_paths
@@ -72,6 +79,8 @@ class _ShardPass:
     sync: ShardSync
     rank: int
     world: int
+    #: draws of the clean verdict: 1, or the EOT verdict's for a randomized model under ``--adapt``
+    clean_samples: int = 1
 
     @property
     def label(self) -> str:
@@ -115,21 +124,49 @@ class _ShardPass:
         self.progress.done(handle)
         return interrupted
 
+    def _plain(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model(x).argmax(1) == y
+
     def _batch(self, attack: Attack | None, key: str, threat: ThreatModel, b: int, x: torch.Tensor,
                y: torch.Tensor) -> dict[str, Any]:
         """The record of global batch ``b``: clean predictions, or the attack seeded by (seed, key, eps, b)."""
         t0 = time.perf_counter()
         if attack is None:
-            with frozen(self.model, "eval"), torch.no_grad():
-                correct = self.model(x).argmax(1) == y
-            record: dict[str, Any] = {"forward": x.shape[0], "backward": 0}
+            with frozen(self.model, "eval"), seeded_model_rng(x.device, self.job.seed, "clean", b):
+                correct = batch_verdict(self.model, self.clean_samples, b).judge(x, y) if self.clean_samples > 1 \
+                    else self._plain(x, y)
+            record: dict[str, Any] = {"forward": x.shape[0] * self.clean_samples, "backward": 0}
         else:
             attack.context.batch = b
             gen = make_generator(x.device, self.job.seed, key, threat.eps_text, b)
-            res = attack(self.model, x, y, generator=gen)
+            with seeded_model_rng(x.device, self.job.seed, key, threat.eps_text, b):  # a randomized model's noise
+                res = attack(self.model, x, y, generator=gen)
             correct = res.correct
             record = attack_batch_record(res, x, threat.norm)
         return {"correct": [int(c) for c in correct.tolist()], "seconds": time.perf_counter() - t0, **record}
+
+
+def _probe(model: nn.Module, data: TensorSplit, n: int, job: EvalJob, device: torch.device) -> dict[str, Any]:
+    """The model probe on the first images, with the share of the most frequent label among the ``n`` evaluated."""
+    k = min(n, hygiene.PROBE_N)
+    probe = hygiene.probe_model(model, to_model_input(data.x[:k], device), data.y[:k].to(device), job.batch_size)
+    probe["majority_fraction"] = float(torch.bincount(data.y[:n].long()).max()) / max(1, n) if n else 0.0
+    return probe
+
+
+def _plan_adaptation(model: nn.Module, data: TensorSplit, n: int, job: EvalJob, state: dict[str, Any],
+                     device: torch.device) -> EvalJob:
+    """``--adapt``: probe before attacking (rank 0, shared), pick the adaptive entries and the clean verdict; kept in
+    the resume state so a resumed evaluation runs the same entries."""
+    if "probe" not in state:
+        state["probe"] = distributed.broadcast_object(_probe(model, data, n, job, device)
+                                                      if distributed.is_main() else None)
+    if "adaptive" not in state:
+        kinds = adapt.masking_kinds(state["probe"])
+        state["adaptive"] = [dataclasses.asdict(e) for e in adapt.adaptive_entries(state["probe"])]
+        state["clean_verdict_samples"] = AdaptivePGDOptions().verdict_samples if "randomized" in kinds else 1
+    return dataclasses.replace(job, adaptive=tuple(SuiteEntry(**d) for d in state["adaptive"]))
 
 
 def _gather(model: nn.Module, state: dict[str, Any], todo: Todo, job: EvalJob,
@@ -174,16 +211,21 @@ def evaluate_suite(model: nn.Module, split: Any, job: EvalJob, out_file: str | P
     model = model.to(device)
     if (job.hygiene or world > 1) and "digest_before" not in state:
         state["digest_before"] = hygiene.model_digest(model)
+    if job.adapt:
+        job = _plan_adaptation(model, data, n, job, state, device)
     todo: Todo = [("clean", None, job.threats[0], n)]
     todo += [(k, e, t, min(n, e.subset or n)) for k, e, t in job.entries()]
     shard = _ShardPass(model, data.x[:n], data.y[:n], job, state, device, partial_file, state_dir,
                        context or AttackContext(), progress or NullProgress(), stop, batch_hook, ShardSync(world),
-                       rank, world)
+                       rank, world, state.get("clean_verdict_samples", 1))
     interrupted = shard.run(todo)
     if not interrupted and rank == 0 and job.hygiene and "probe" not in state:
-        k = min(n, hygiene.PROBE_N)
-        state["probe"] = hygiene.probe_model(model, to_model_input(data.x[:k], device), data.y[:k].to(device),
-                                             job.batch_size)
+        state["probe"] = _probe(model, data, n, job, device)
+    if not interrupted and rank == 0 and job.adaptive and "adapted_large_eps" not in state:
+        k = min(n, adapt.ADAPTED_PROBE_N)
+        xs, ys = to_model_input(data.x[:k], device), data.y[:k].to(device)
+        state["adapted_large_eps"] = {e.label: adapt.adapted_large_eps(model, xs, ys, e, job.batch_size)
+                                      for e in job.adaptive}
     runs.write_json(partial_file, state)  # also when this shard had no batch to run
     if not shard.sync.finish(bool(interrupted), stop):
         raise Interrupted(interrupted or f"evaluation stopped{shard.label}: this process's shard is saved")

@@ -21,8 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advbench.attacks.pgd import pgd_perturb
+from advbench.attacks.aa_checks import counts as aa_flag_counts
+from advbench.attacks.losses import margin
+from advbench.attacks.pgd import input_grad, pgd_perturb
 from advbench.core.passes import frozen
+from advbench.engine.adapt import probe_extras
 from advbench.threat import ThreatModel
 
 STATUSES = ("pass", "warn", "fail")
@@ -76,18 +79,30 @@ def model_digest(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def _zero_grads(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, loss: str) -> tuple[int, float]:
+    """(images with an all-zero input gradient, summed fraction of non-zero entries) of ``ce`` or ``margin``."""
+    xg = xb.clone().requires_grad_(True)
+    logits = model(xg)
+    out = F.cross_entropy(logits, yb, reduction="sum") if loss == "ce" else margin(logits, yb).sum()
+    flat = input_grad(out, xg).flatten(1)
+    return int((flat.abs().sum(1) == 0).sum()), float((flat != 0).float().mean(1).sum())
+
+
 def probe_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> dict[str, Any]:
     """Measurements behind the model-level checks, on images ``x`` (eval mode, weights frozen).
 
     - ``large_eps_accuracy``: accuracy after Linf PGD-20 (step 0.1, zero start) at eps = 1 (the whole box);
     - ``zero_grad_fraction``: fraction of images whose CE input gradient is exactly zero;
       ``nonzero_grad_entries``: mean fraction of non-zero gradient entries (SOAR E.11);
+      ``margin_zero_grad_fraction``: the same for the logit margin (zero too: non-differentiable; not: saturated);
     - ``nondeterminism``: max |f(x) - f(x)| over two eval-mode passes, relative to max |f(x)|;
-    - ``input_min`` / ``input_max``: range of the clean inputs.
+    - ``input_min`` / ``input_max``: range of the clean inputs; ``num_classes``: the model's outputs;
+    - ``autoattack_flags``: AutoAttack's own checks on these images; ``gradient_breakers``: submodules that
+      break gradients (looked for only when some gradients are zero).
     """
     threat = ThreatModel("linf", LARGE_EPS, "1")
     n = x.shape[0]
-    zero, nonzero, large_correct, clean_correct = 0, 0.0, 0, 0
+    zero, m_zero, nonzero, large_correct, clean_correct, classes = 0, 0, 0.0, 0, 0, 0
     nondet = 0.0
     with frozen(model, "eval"):
         for i in range(0, n, batch_size):
@@ -96,15 +111,14 @@ def probe_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
                 z1, z2 = model(xb), model(xb)
                 nondet = max(nondet, float((z1 - z2).abs().max() / (z1.abs().max() + 1e-12)))
                 clean_correct += int((z1.argmax(1) == yb).sum())
-            xg = xb.clone().requires_grad_(True)
-            (g,) = torch.autograd.grad(F.cross_entropy(model(xg), yb, reduction="sum"), xg)
-            flat = g.flatten(1)
-            zero += int((flat.abs().sum(1) == 0).sum())
-            nonzero += float((flat != 0).float().mean(1).sum())
+                classes = int(z1.shape[1])
+            z, nz = _zero_grads(model, xb, yb, "ce")
+            zero, nonzero = zero + z, nonzero + nz
+            m_zero += _zero_grads(model, xb, yb, "margin")[0]
             x_adv = pgd_perturb(model, xb, yb, threat, steps=LARGE_EPS_STEPS, alpha=LARGE_EPS_STEP, init="zero")
             with torch.no_grad():
                 large_correct += int((model(x_adv).argmax(1) == yb).sum())
-    return {
+    measured = {
         "n": n,
         "clean_accuracy": clean_correct / max(1, n),
         "large_eps": {"norm": "linf", "eps": LARGE_EPS, "steps": LARGE_EPS_STEPS, "step_size": LARGE_EPS_STEP,
@@ -112,10 +126,15 @@ def probe_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
         "large_eps_accuracy": large_correct / max(1, n),
         "zero_grad_fraction": zero / max(1, n),
         "nonzero_grad_entries": nonzero / max(1, n),
+        "margin_zero_grad_fraction": m_zero / max(1, n),
         "nondeterminism": nondet,
+        "num_classes": classes,
         "input_min": float(x.min()) if n else 0.0,
         "input_max": float(x.max()) if n else 0.0,
     }
+    if n:
+        measured.update(probe_extras(model, x[:batch_size], y[:batch_size], measured))
+    return measured
 
 
 def _budget(r: dict[str, Any]) -> tuple[str, str]:
@@ -266,13 +285,17 @@ def check_blackbox_vs_whitebox(result: dict[str, Any]) -> Check | None:
     return Check("blackbox_vs_whitebox", status, msg, {"worst": bad, "budgets": rows})
 
 
-def check_autoattack_flags(result: dict[str, Any]) -> Check | None:
-    """AutoAttack's own sanity flags (captured), and Square lowering the robust accuracy after the gradient
-    attacks by more than 0.2 points (AutoAttack's ``check_square_sr``)."""
+def check_autoattack_flags(result: dict[str, Any], probe: dict[str, Any] | None = None) -> Check | None:
+    """AutoAttack's own sanity flags: its checks run on the probe images (every suite) and those captured from
+    AutoAttack runs, and Square lowering the robust accuracy after the gradient attacks by more than 0.2 points
+    (AutoAttack's ``check_square_sr``). Flags about settings advbench adjusts (target classes) and zero gradients
+    of at most 1% of the images are notes."""
     aa = [r for r in result["results"] if (r.get("summary") or {}).get("components")]
-    if not aa:
+    probe_flags = list((probe or {}).get("autoattack_flags") or [])
+    if not aa and probe is None:
         return None
-    flags: list[str] = []
+    flags = [f"probe: {f['message']}" for f in probe_flags if aa_flag_counts(f)]
+    notes = [f"probe: {f['message']}" for f in probe_flags if not aa_flag_counts(f)]
     square_only = []
     for r in aa:
         s = r["summary"]
@@ -283,8 +306,10 @@ def check_autoattack_flags(result: dict[str, Any]) -> Check | None:
                 flags.append(f"{r['key']}: Square lowered the robust accuracy by {100 * s['square_only']:.2f} points "
                              "after the gradient-based components (unreliable evaluation?)")
     status = "warn" if flags else "pass"
-    msg = "; ".join(flags) if flags else "no AutoAttack sanity flags"
-    return Check("autoattack_flags", status, msg, {"flags": flags, "square_only": square_only,
+    noted = f" (notes: {'; '.join(notes)})" if notes else ""
+    msg = "; ".join(flags) if flags else f"no AutoAttack sanity flags{noted}"
+    return Check("autoattack_flags", status, msg, {"flags": flags, "notes": notes, "probe_flags": probe_flags,
+                                                   "square_only": square_only,
                                                    "mismatch": sum(r["summary"].get("verdict_mismatch", 0)
                                                                    for r in aa)})
 
@@ -330,17 +355,17 @@ def check_input_range(result: dict[str, Any], probe: dict[str, Any] | None) -> C
 
 
 def run_checks(result: dict[str, Any], probe: dict[str, Any] | None, digest_before: str | None = None,
-               digest_after: str | None = None) -> dict[str, Any]:
-    """All applicable checks for an assembled result; returns the ``checks`` block."""
+               digest_after: str | None = None, extra: list[Check | None] | None = None) -> dict[str, Any]:
+    """All applicable checks for an assembled result (and the ``extra`` ones: the checklist's); the ``checks`` block."""
     checks: list[Check | None] = [check_robust_le_clean(result), check_monotone_steps(result),
                                   check_monotone_eps(result)]
     if probe is not None:
         checks += [check_large_eps(probe), check_zero_gradients(probe)]
-    checks += [check_blackbox_vs_whitebox(result), check_autoattack_flags(result)]
+    checks += [check_blackbox_vs_whitebox(result), check_autoattack_flags(result, probe)]
     if probe is not None:
         checks.append(check_eval_mode(probe, digest_before, digest_after))
     checks.append(check_input_range(result, probe))
-    done = [c for c in checks if c is not None]
+    done = [c for c in checks + list(extra or []) if c is not None]
     status = worst([c.status for c in done])
     flagged = [c.name for c in done if c.status != "pass"]
     return {"status": status, "flagged": flagged, "probe": probe, "checks": [c.to_dict() for c in done]}

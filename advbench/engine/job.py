@@ -56,6 +56,10 @@ class EvalJob:
     #: labels, the transfer source's weights; part of the fingerprint, so a stored result is reused only for
     #: the same model on the same data
     identity: dict[str, Any] | None = None
+    #: ``--adapt``: probe first and add the attack suited to each masking kind found (:mod:`advbench.engine.adapt`)
+    adapt: bool = False
+    #: the entries ``adapt`` added (a function of the probe, so of the model and data: not in the fingerprint)
+    adaptive: tuple[SuiteEntry, ...] = ()
 
     def entry_threat(self, entry: SuiteEntry, threat: ThreatModel) -> ThreatModel:
         """The entry's own threat: its fixed norm/eps, else the evaluation's (a foreign norm gets its default eps)."""
@@ -68,7 +72,7 @@ class EvalJob:
         multi = len(self.threats) > 1
         out, seen = [], set()
         for threat in self.threats:
-            for e in self.suite.entries:
+            for e in self.suite.entries + self.adaptive:
                 t = self.entry_threat(e, threat)
                 key = f"{e.label}@{t.eps_text}" if multi else e.label
                 if key not in seen:
@@ -95,7 +99,8 @@ class EvalJob:
             "entries": [(e.label, e.attack, e.options, e.norm, e.eps, e.subset) for e in self.suite.entries],
             "threats": [t.to_dict() for t in self.threats], "n": self.n_eval, "bs": self.batch_size,
             "seed": self.seed, "source": self.source, "transfer_source": self.transfer_source,
-            "hygiene": self.hygiene, "available": sorted(self.available), "identity": self.identity}),
+            "hygiene": self.hygiene, "available": sorted(self.available), "identity": self.identity,
+            **({"adapt": True} if self.adapt else {})}),
             sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -3,7 +3,9 @@
 A batch's record is what the evaluation loop saves after each batch (``correct`` flags, passes, seconds,
 and for an attack its per-sample values, info, perturbation size and image range); :func:`assemble`
 concatenates them in batch order into one result per attack, the worst case per budget (an image is
-robust only if clean-correct and correct under every attack of that budget) and the hygiene checks.
+robust only if clean-correct and correct under every attack of that budget), the checks and a verdict
+per number. With ``--adapt`` the adaptive attacks are marked (``adaptive``), left out of ``robust`` (the
+unadapted worst case) and counted in ``adapted`` (the worst case with them).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import torch
 from advbench import runs
 from advbench.attacks import ATTACKS, AttackResult, SuiteEntry
 from advbench.config import json_safe
-from advbench.engine import hygiene
+from advbench.engine import checklist
+from advbench.engine.adapt import masking_kinds
 from advbench.engine.job import EvalJob
+from advbench.engine.verdict import attach_verdicts
 from advbench.threat import ThreatModel
 
 
@@ -84,7 +88,7 @@ def _attack_result(key: str, entry: SuiteEntry, threat: ThreatModel, done: dict[
 
 
 def _worst_case(results: list[dict[str, Any]], clean: list[int]) -> list[dict[str, Any]]:
-    """``robust``: per (norm, eps) budget, the images that are clean-correct and survive every attack."""
+    """Per (norm, eps) budget, the images that are clean-correct and survive every attack of ``results``."""
     robust = []
     budgets: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results:
@@ -106,6 +110,9 @@ def assemble(job: EvalJob, state: dict[str, Any], n: int, attack_descriptions: d
     clean = _flat(state["done"]["clean"], "correct")
     results = [_attack_result(key, entry, threat, state["done"][key], attack_descriptions[key], n)
                for key, entry, threat in job.entries()]
+    for r, (_key, entry, _threat) in zip(results, job.entries(), strict=True):
+        if any(entry is e for e in job.adaptive):
+            r["adaptive"] = True
     result = {
         "format": "advbench-attacks-v1",
         "suite": job.suite.name,
@@ -122,11 +129,33 @@ def assemble(job: EvalJob, state: dict[str, Any], n: int, attack_descriptions: d
         "clean": {"accuracy": sum(clean) / max(1, n), "n": n, "correct": clean},
         "clean_acc": sum(clean) / max(1, n),
         "results": results,
-        "robust": _worst_case(results, clean),
+        "robust": _worst_case([r for r in results if not r.get("adaptive")], clean),
         "skipped": job.skipped(),
         "fingerprint": job.fingerprint(),
         "versions": runs.package_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    result["checks"] = hygiene.run_checks(result, state.get("probe"), state.get("digest_before"), digest_after)
+    if job.adapt:
+        kinds = masking_kinds(state.get("probe"))
+        result["adapted"] = _adapted(result, clean, kinds)
+        result["adapt"] = {"masking": kinds, "entries": [e.label for e in job.adaptive],
+                           "clean_verdict_samples": state.get("clean_verdict_samples", 1),
+                           "large_eps": list((state.get("adapted_large_eps") or {}).values())}
+    result["checks"] = checklist.run_all_checks(result, state.get("probe"), state.get("digest_before"), digest_after,
+                                                result.get("adapt"))
+    attach_verdicts(result)
     return result
+
+
+def _adapted(result: dict[str, Any], clean: list[int], kinds: dict[str, str]) -> list[dict[str, Any]]:
+    """``adapted``: the worst case per budget over every attack, the adaptive ones included, beside the
+    unadapted worst case (``robust``) of the same budget. For a randomized model only attacks judged by the
+    deterministic EOT verdict count (an AND of single noisy passes would mix in a different classifier)."""
+    members = result["results"]
+    if "randomized" in kinds:
+        members = [r for r in members if "randomized" in checklist.suited(r)]
+    out = _worst_case(members, clean)
+    unadapted = {(rb["norm"], rb["eps"]): rb["accuracy"] for rb in result["robust"]}
+    for a in out:
+        a["unadapted_accuracy"] = unadapted.get((a["norm"], a["eps"]))
+    return out

@@ -61,19 +61,28 @@ def _result_rows(res: Any, base: dict[str, Any]) -> list[dict[str, Any]]:
     for r in res["results"]:
         rows.append({**common, "kind": "attack", "attack": str(r["label"]), "norm": r["norm"], "eps": r["eps"],
                      "accuracy": float(r["accuracy"]), "seconds": r.get("seconds"),
-                     "n": int(r.get("n", res["n_eval"]))})  # an entry may attack a subset
-    for r in res["robust"]:
-        rows.append({**common, "kind": "robust", "attack": "Worst case", "norm": r["norm"], "eps": r["eps"],
-                     "accuracy": float(r["accuracy"]), "seconds": None})
+                     "n": int(r.get("n", res["n_eval"])), "verdict": _verdict(r)})  # an entry may attack a subset
+    for kind, label, block in (("robust", "Worst case", "robust"), ("adapted", "Worst case (adapted)", "adapted")):
+        for r in res.get(block) or []:
+            rows.append({**common, "kind": kind, "attack": label, "norm": r["norm"], "eps": r["eps"],
+                         "accuracy": float(r["accuracy"]), "seconds": None, "verdict": _verdict(r)})
     return rows
+
+
+def _verdict(r: dict[str, Any]) -> str | None:
+    """A number's verdict in plain words (None for results stored before verdicts existed)."""
+    v = r.get("verdict")
+    return str(v["summary"]) if isinstance(v, dict) and "summary" in v else None
 
 
 def load_frame(paths: list[str | Path]) -> pd.DataFrame:
     """Tidy frame of every attack result under ``paths`` (run dirs or their parents).
 
     Columns: run, config_key, defense, label, dataset, model, norm, eps, seed, suite, attack, kind
-    (clean / attack / robust), accuracy, n, seconds, checks (the suite's hygiene status: pass / warn /
-    fail, None for results stored before checks existed) and flagged (names of the non-passing checks).
+    (clean / attack / robust / adapted: the worst case with ``--adapt``'s attacks), accuracy, n, seconds,
+    checks (the suite's hygiene status: pass / warn / fail, None for results stored before checks existed),
+    flagged (names of the non-passing checks) and verdict (the number's verdict in plain words: "trustworthy",
+    "likely inflated: ...", "not meaningful: ..."; None for the clean row and older results).
 
     A broken run (unreadable or malformed ``config.json``) or result file is left out, and named with the
     reason in ``frame.attrs["skipped"]`` (a list of "path: reason"), so one broken run does not hide the others.

@@ -52,7 +52,21 @@ def comparison_grid(frame: pd.DataFrame, suite: str | None = None) -> pd.DataFra
     table.insert(0, "Runs", [int(seeds[r]) for r in rows])
     if "checks" in df.columns:
         table["Checks"] = [_checks_flag(df[df["row"] == r]) for r in rows]
+    if "verdict" in df.columns:
+        table["Verdict"] = [_verdict_flag(df[df["row"] == r]) for r in rows]
     return table.fillna("—")
+
+
+def _verdict_flag(rows: pd.DataFrame) -> str:
+    """The verdict on a row's headline number: its adapted worst case if any, else its worst case (the most
+    severe over seeds and budgets), in plain words."""
+    order = ("not meaningful", "likely inflated", "trustworthy")
+    for kind, prefix in (("adapted", "adapted worst case "), ("robust", "")):
+        texts = [v for v in rows.loc[rows["kind"] == kind, "verdict"] if isinstance(v, str) and v]
+        if texts:
+            worst = min(texts, key=lambda t: next((i for i, o in enumerate(order) if t.startswith(o)), len(order)))
+            return prefix + worst
+    return "—"
 
 
 def _checks_flag(rows: pd.DataFrame) -> str:
