@@ -134,10 +134,11 @@ def show(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
 def quickstart(
     out: Annotated[Optional[Path], typer.Option(help="Runs directory [default: runs/quickstart; with --fast "
                                                 "runs/quickstart-fast].", show_default=False)] = None,
-    fast: Annotated[bool, typer.Option("--fast", help="A minute or two on 2 cores: 1500 training images, "
-                                       "2 fine-tuning epochs, 200 attacked images (noisier numbers).")] = False,
-    n_train: Annotated[Optional[int], typer.Option(help="Training images of every run [default: 3000; --fast "
-                                                   "1000].", show_default=False)] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="About a minute on 2 cores: the same standard run, then 2 "
+                                       "fine-tuning epochs on 1500 images, 200 attacked images (noisier "
+                                       "numbers).")] = False,
+    n_train: Annotated[Optional[int], typer.Option(help="Training images of every run [default: 3000; --fast: "
+                                                   "1500 for the fine-tuned runs].", show_default=False)] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Override the epochs of every defense.")] = None,
     n_eval: Annotated[Optional[int], typer.Option(help="Test images attacked [default: 500; --fast 200].",
                                                   show_default=False)] = None,

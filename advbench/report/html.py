@@ -62,9 +62,10 @@ def html_page(caption: str, table: pd.DataFrame, notes: list[str] | None = None,
 def _table(caption: str, table: pd.DataFrame, details: dict[str, list[RunInfo]]) -> str:
     head = "".join(f"<th>{_esc(c)}</th>" for c in [table.index.name or "", *table.columns])
     rows = []
-    for i, (idx, row) in enumerate(table.iterrows()):
+    anchors = _anchors(details)
+    for idx, row in table.iterrows():
         runs_of = details.get(str(idx))
-        label = f'<a href="#row-{i}">{_esc(idx)}</a>' if runs_of else _esc(idx)
+        label = f'<a href="#{anchors[str(idx)]}">{_esc(idx)}</a>' if runs_of else _esc(idx)
         cells = []
         for col, value in row.items():
             if col == "Checks" and runs_of:
@@ -74,6 +75,11 @@ def _table(caption: str, table: pd.DataFrame, details: dict[str, list[RunInfo]])
         rows.append(f"<tr><td>{label}</td>{''.join(cells)}</tr>")
     return (f"<table><caption>{_esc(caption)}</caption><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _anchors(details: dict[str, list[RunInfo]]) -> dict[str, str]:
+    """Row label -> the id of its section under the table."""
+    return {label: f"row-{i}" for i, label in enumerate(details)}
 
 
 def _cell(value: object) -> str:
@@ -118,8 +124,9 @@ def _checks_legend(details: dict[str, list[RunInfo]]) -> str:
 
 def _runs_section(details: dict[str, list[RunInfo]]) -> str:
     out = ["<h2>Runs and commands</h2>"]
-    for i, (label, runs_of) in enumerate(details.items()):
-        out.append(f'<section id="row-{i}"><h3>{_esc(label)}</h3>')
+    anchors = _anchors(details)
+    for label, runs_of in details.items():
+        out.append(f'<section id="{anchors[label]}"><h3>{_esc(label)}</h3>')
         for run in runs_of:
             out.append(f"<p><code>{_esc(run.path)}</code> — seed {_esc(run.seed)}"
                        + (f", trained {_esc(run.created)}" if run.created else "") + "</p>")
