@@ -84,11 +84,22 @@ def _accuracy_bars(frame: pd.DataFrame, robust: pd.DataFrame, eps: float, path: 
     return _save(fig, plt, path)
 
 
-def training_curves(run_dirs: list[str | Path], path: str | Path) -> Path | None:
-    """Train and validation accuracy per epoch, one panel per metric some run recorded, one line per run."""
+def run_names(frame: pd.DataFrame) -> dict[str, str]:
+    """Legend name of every run of ``frame``: its short row label, plus ``seed N`` where a label has several runs."""
+    first = frame.drop_duplicates("run")
+    labels = [short_label(str(lb)) for lb in first["label"]]
+    repeated = {lb for lb in labels if labels.count(lb) > 1}
+    return {str(r): (f"{lb} seed {s}" if lb in repeated else lb)
+            for r, lb, s in zip(first["run"], labels, first["seed"], strict=True)}
+
+
+def training_curves(run_dirs: list[str | Path], path: str | Path, names: dict[str, str] | None = None) -> Path | None:
+    """Train and validation accuracy per epoch, one panel per metric some run recorded, one line per run
+    (``names``: run -> legend name; default the run folder's name)."""
     from matplotlib.ticker import MaxNLocator
 
-    metrics = {Path(r).name: runs.read_jsonl(Path(r) / "metrics.jsonl") for r in run_dirs
+    names = names or {}
+    metrics = {names.get(str(r), Path(r).name): runs.read_jsonl(Path(r) / "metrics.jsonl") for r in run_dirs
                if (Path(r) / "metrics.jsonl").is_file()}
     metrics = {k: v for k, v in metrics.items() if v}
     keys = [("acc", "train clean"), ("adv_acc", "train adversarial"), ("val_clean_acc", "validation clean"),
@@ -178,6 +189,6 @@ def write_plots(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """Write every plot that has data into ``out_dir``; returns the PNG paths."""
     out = Path(out_dir)
     made = [robust_vs_eps(frame, out / "robust_vs_eps.png"),
-            training_curves(list(dict.fromkeys(frame["run"])), out / "training_curves.png"),
+            training_curves(list(dict.fromkeys(frame["run"])), out / "training_curves.png", run_names(frame)),
             cost_vs_robustness(frame, out / "cost_vs_robustness.png")]
     return [p for p in made if p is not None]
