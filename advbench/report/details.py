@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from advbench import runs
+from advbench.errors import UserError
 from advbench.report.grids import row_labels
 
 #: what each hygiene check verifies, in one sentence (the stored ``message`` says what it found)
@@ -55,16 +56,23 @@ class RunInfo:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; {} when it is missing, unreadable or not an object (the page then says less)."""
     try:
-        return runs.read_json(path) if path.is_file() else {}
-    except (OSError, ValueError):
+        obj = runs.read_json(path) if path.is_file() else {}
+    except (OSError, ValueError, UserError):
         return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The dict items of a JSON list (anything else: none)."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def _attack_command(run: str, res: dict[str, Any], record: dict[str, Any]) -> str:
     """The command that (re)computes a stored result; a model advbench did not train is evaluated from Python or
     with ``--model-module``."""
-    eps = ",".join(t["eps"] for t in res.get("threats") or [] if t.get("eps"))
+    eps = ",".join(str(t["eps"]) for t in _dicts(res.get("threats")) if t.get("eps"))
     tail = f"--suite {shlex.quote(str(res.get('suite')))} --n-eval {res.get('n_eval')}" + (f" --eps {eps}" if eps
                                                                                               else "")
     if record.get("kind") == "external":
@@ -76,10 +84,11 @@ def _attack_command(run: str, res: dict[str, Any], record: dict[str, Any]) -> st
 
 def _autoattack_versions(res: dict[str, Any]) -> list[str]:
     out = []
-    for r in res.get("results") or []:
-        if (r.get("summary") or {}).get("components") is not None or r.get("attack") == "autoattack":
-            version = (r.get("options") or {}).get("version", "standard")
-            comps = (r.get("summary") or {}).get("components") or []
+    for r in _dicts(res.get("results")):
+        summary = r.get("summary") if isinstance(r.get("summary"), dict) else {}
+        if summary.get("components") is not None or r.get("attack") == "autoattack":
+            version = (r.get("options") if isinstance(r.get("options"), dict) else {}).get("version", "standard")
+            comps = [str(c) for c in summary.get("components") or [] if isinstance(c, str)]
             out.append(f"{r.get('label')}: {version}" + (f" ({', '.join(comps)})" if comps else ""))
     return out
 
@@ -87,17 +96,19 @@ def _autoattack_versions(res: dict[str, Any]) -> list[str]:
 def run_info(run: str, suites: list[str]) -> RunInfo:
     """The run folder's command and the stored results of ``suites``."""
     record = _read(Path(run) / "config.json")
-    info = RunInfo(path=run, seed=(record.get("config") or {}).get("seed"),
+    cfg = record.get("config") if isinstance(record.get("config"), dict) else {}
+    info = RunInfo(path=run, seed=cfg.get("seed"),
                    command=str(record.get("command") or "(not recorded)"), created=str(record.get("created") or ""))
     for suite in suites:
         res = _read(Path(run) / "attacks" / f"{suite}.json")
         if not res:
             continue
-        checks = res.get("checks") or {}
-        info.suites.append(SuiteInfo(suite=suite, n_eval=int(res.get("n_eval") or 0), seed=res.get("seed", 0),
+        checks = res.get("checks") if isinstance(res.get("checks"), dict) else {}
+        n_eval = res.get("n_eval") if isinstance(res.get("n_eval"), int) else 0
+        info.suites.append(SuiteInfo(suite=suite, n_eval=n_eval, seed=res.get("seed", 0),
                                      command=_attack_command(run, res, record), created=str(res.get("created", "")),
                                      autoattack=_autoattack_versions(res), status=checks.get("status"),
-                                     checks=list(checks.get("checks") or [])))
+                                     checks=[c for c in _dicts(checks.get("checks")) if "name" in c]))
     return info
 
 

@@ -27,10 +27,14 @@ def _autoattack_results(run: Path) -> list[tuple[dict[str, Any], dict[str, Any]]
     for f in sorted((run / "attacks").glob("*.json")) if (run / "attacks").is_dir() else []:
         try:
             res = runs.read_json(f)
-        except (OSError, ValueError):
+        except (OSError, ValueError, UserError):
             continue
-        for r in res.get("results") or []:
-            if r.get("attack") == "autoattack" and (r.get("options") or {}).get("version", "standard") == "standard":
+        results = res.get("results") if isinstance(res, dict) else None
+        for r in results if isinstance(results, list) else []:
+            if not isinstance(r, dict) or r.get("attack") != "autoattack":
+                continue
+            opts = r.get("options") if isinstance(r.get("options"), dict) else {}
+            if opts.get("version", "standard") == "standard":
                 found.append((res, r))
     return found
 
