@@ -97,10 +97,12 @@ def run_job(model: Any, data: Any, *, the_suite: Suite, threats: list[ThreatMode
     if existing is not None:
         return existing
     flag = stop or StopFlag()
-    context = AttackContext(source_model=source_model, source=source_desc, hook=attack_hook)
+    progress = make_progress(quiet or not distributed.is_main())
+    # the bars show AutoAttack's components as they finish, then the caller's hook is called
+    context = AttackContext(source_model=source_model, source=source_desc, hook=progress.attack_hook(attack_hook))
     with contextlib.ExitStack() as stack:
         _lock_for_all_ranks(stack, out_dir, f"attack {the_suite.name}")
-        progress = stack.enter_context(make_progress(quiet or not distributed.is_main()))
+        stack.enter_context(progress)
         stack.enter_context(stop_on_signals(flag))
         return evaluate_suite(model, data, job, out_file, device=dev, progress=progress, stop=flag,
                               batch_hook=batch_hook, context=context)

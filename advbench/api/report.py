@@ -9,6 +9,7 @@ from advbench import runs
 from advbench.errors import UserError
 from advbench.registry import closest
 from advbench.report import FORMATS, comparison_grid, load_frame, render
+from advbench.report.details import caption_facts, rows_of
 from advbench.report.html import html_page
 from advbench.report.paper_grids import (
     PAPER_FORMATS,
@@ -100,8 +101,10 @@ def _paper_report(paths: list[str | Path], *, fmt: str, suite: str | None, outpu
     else:
 
         table = comparison_grid(frame, suite)
-        text = html_page(_caption(frame), table, [], pngs) if fmt == "html" else render(table, fmt, _caption(frame),
-                                                                                         frame)
+        if fmt == "html":  # the page also lists the runs, commands and checks behind each row
+            text = html_page(_caption(frame), table, [], pngs, details=rows_of(frame), facts=caption_facts(frame))
+        else:
+            text = render(table, fmt, _caption(frame), frame)
     table.attrs["skipped"] = frame.attrs.get("skipped", [])
     if output:
         with runs.atomic_path(output) as tmp:

@@ -42,6 +42,43 @@ def report(
 
 
 @app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Run directory (or results folder of advbench.evaluate).")],
+    format_: Annotated[str, typer.Option("--format", "-f", help="robustbench (leaderboard JSON of the run's "
+                                         "AutoAttack result) or tensorboard (per-epoch metrics as event files in "
+                                         "RUN/tensorboard/).")] = "robustbench",
+    output: Annotated[Path, typer.Option("--output", "-o", help="robustbench: folder that receives "
+                                         "model_info/<dataset>/<threat>/<name>.json.")] = Path("."),
+    name: Annotated[Optional[str], typer.Option(help="robustbench: the model's name, <Author><Year><Word> "
+                                                "[default: the run folder's name].", show_default=False)] = None,
+    paper: Annotated[str, typer.Option(help="robustbench: the paper's title (the entry's 'name').")] = "",
+    link: Annotated[str, typer.Option(help="robustbench: link to the paper.")] = "",
+    authors: Annotated[str, typer.Option(help="robustbench: the authors.")] = "",
+    venue: Annotated[str, typer.Option(help="robustbench: venue, e.g. 'ICML 2020'.")] = "",
+    reported: Annotated[str, typer.Option(help="robustbench: the robust accuracy the paper reported.")] = "",
+    architecture: Annotated[Optional[str], typer.Option(help="robustbench: architecture [default: the run's "
+                                                        "model].", show_default=False)] = None,
+    additional_data: Annotated[bool, typer.Option("--additional-data", help="robustbench: trained with data "
+                                                  "beyond the dataset's training set.")] = False,
+    eps: Annotated[Optional[str], typer.Option(help="robustbench: the AutoAttack budget to export [default: the "
+                                               "run's eps].", show_default=False)] = None,
+) -> None:
+    """Export a run: its RobustBench leaderboard entry, or its per-epoch metrics for TensorBoard."""
+    from advbench import api
+
+    fields = {"paper": paper, "link": link, "authors": authors, "venue": venue, "reported": reported,
+              "architecture": architecture, "additional_data": additional_data, "eps": eps}
+    if format_ == "tensorboard":
+        given = [k for k, v in fields.items() if v not in ("", None, False)] + (["name"] if name else [])
+        if given:
+            raise UserError(f"--format tensorboard takes no leaderboard fields (got --{given[0].replace('_', '-')})")
+        fields = {}
+    path, _ = api.export(run, fmt=format_, out=output, name=name, **fields)
+    console().print(f"wrote {path}" + ("" if format_ != "tensorboard" else f"  (view: tensorboard --logdir {path})"),
+                    markup=False)
+
+
+@app.command()
 def reproduce(
     paper: Annotated[Optional[str], typer.Argument(help=f"Paper: {', '.join(paper_names())}.",
                                                    show_default=False)] = None,

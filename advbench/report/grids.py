@@ -6,6 +6,8 @@ import math
 
 import pandas as pd
 
+from advbench.report.text import short_label
+
 
 def _fmt(values: list[float], digits: int = 2) -> str:
     vals = [100 * v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
@@ -18,10 +20,21 @@ def _fmt(values: list[float], digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def row_labels(df: pd.DataFrame) -> pd.Series:
+    """The row label of every frame row: the defense label with eps-like option values as fractions of 255
+    (``step_size=2.5/255``), plus dataset / model / training eps when the frame mixes several of them."""
+    label = df["label"].astype(str).map(short_label)
+    for col in ("dataset", "model", "train_eps"):
+        if df[col].nunique() > 1:
+            label = label + " / " + df[col].astype(str)
+    return label
+
+
 def comparison_grid(frame: pd.DataFrame, suite: str | None = None) -> pd.DataFrame:
     """Accuracy grid (percent) with mean ± std (sample std) over runs that differ only in seed.
 
-    Row labels add dataset/model/eps when the frame mixes several of them. When several eps were
+    Row labels write eps-like option values as fractions (``step_size=2.5/255``) and add dataset/model/eps
+    when the frame mixes several of them. When several eps were
     attacked, attack columns are suffixed ``@eps``. ``suite`` restricts to one suite.
     """
     if frame.empty:
@@ -33,11 +46,7 @@ def comparison_grid(frame: pd.DataFrame, suite: str | None = None) -> pd.DataFra
     multi_eps = df.loc[df["kind"] != "clean", "eps"].nunique() > 1
     df["column"] = [a if (k == "clean" or not multi_eps) else f"{a}@{e}"
                     for a, k, e in zip(df["attack"], df["kind"], df["eps"], strict=True)]
-    row_label = df["label"].astype(str)
-    for col in ("dataset", "model", "train_eps"):
-        if df[col].nunique() > 1:
-            row_label = row_label + " / " + df[col].astype(str)
-    df["row"] = row_label
+    df["row"] = row_labels(df)
     # several suites of one run may repeat the clean column: keep one value per run and column
     df = df.drop_duplicates(subset=["run", "column"], keep="first")
     columns = list(dict.fromkeys(["Clean", *[c for c in df["column"] if c != "Clean"]]))
