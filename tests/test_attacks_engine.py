@@ -260,7 +260,7 @@ def test_cli_attacks_any_model_module_and_matches_the_python_api(tmp_path, capsy
     (["attack", "--model-module", "json:loads", "--dataset", "synthetic"], "factory raised"),
     (["attack", "--model-module", "json", "--dataset", "synthetic"], "must be pkg.module:factory"),
     (["attack", "--model-module", "json:dumps"], "needs --dataset"),
-    (["attack"], "missing RUN directory"),
+    (["attack"], "no RUN given"),
 ])
 def test_cli_attack_errors_are_one_line(capsys, args, needle):
     code = main(args)

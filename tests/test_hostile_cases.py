@@ -138,3 +138,30 @@ def test_published_grid_without_any_runs(capsys, work):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "WideResNet / ADV" in out and "— / 45.64" in out  # the published PGD20 of ADV, nothing measured
+
+
+def test_attack_with_no_run_attacks_every_finished_run(capsys, work, run):
+    """The design card's `advbench attack --suite autoattack`: no RUN means every finished run under ./runs
+    (listed first); a second call reuses the stored results and says so."""
+    import shutil
+
+    shutil.copytree(run, work / "runs" / "one")
+    shutil.copytree(run, work / "runs" / "two")
+    code = main(["attack", "--attack", "fgsm", "--n-eval", "8", "--batch-size", "8", "--quiet", "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "attacking 2 finished run(s)" in out
+    assert all((work / "runs" / r / "attacks" / "adhoc-fgsm.json").is_file() for r in ("one", "two"))
+    code = main(["attack", "--attack", "fgsm", "--n-eval", "8", "--batch-size", "8", "--quiet", "--device", "cpu"])
+    out, _ = capsys.readouterr()
+    assert code == 0 and out.count("reused the stored result") == 2
+
+
+@pytest.mark.parametrize("extra,needle", [(["--suite", "pgd", "--attack", "fgsm"], "not both"),
+                                          (["--checkpoint", ""], "--checkpoint is empty")])
+def test_attack_options_that_were_silently_ignored(capsys, work, run, extra, needle):
+    _refused(capsys, ["attack", str(run), "--n-eval", "8", *extra], needle, work)
+
+
+def test_attack_with_no_run_and_no_runs_folder(capsys, work):
+    _refused(capsys, ["attack", "--suite", "pgd"], "no runs folder", work)

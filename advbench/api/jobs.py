@@ -95,7 +95,7 @@ def run_job(model: Any, data: Any, *, the_suite: Suite, threats: list[ThreatMode
     out_file = out_dir / "attacks" / f"{the_suite.name}.json"
     existing = _stored_result(out_file, job, force)
     if existing is not None:
-        return existing
+        return {**existing, "reused": True}  # the stored result of this very job (not rewritten)
     flag = stop or StopFlag()
     progress = make_progress(quiet or not distributed.is_main())
     # the bars show AutoAttack's components as they finish, then the caller's hook is called

@@ -59,7 +59,8 @@ def choose_row(defense: str, dataset: str) -> tuple[RecipeRow, str] | None:
 
 def train_with_recipe(*, defense: str, dataset: str, model: str | None, eps: str, norm: str, seed: int,
                       out: str | Path, device: str, quiet: bool, command: list[str] | None,
-                      smoke: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]] | None:
+                      smoke: dict[str, Any] | None = None, data_dir: str | None = None,
+                      download: bool | None = None) -> tuple[Path, dict[str, Any]] | None:
     """Train ``defense`` with its paper recipe (see the module doc); None when no paper row trains it. ``smoke``
     overrides entries of the smoke scale (tests)."""
     chosen = choose_row(defense, dataset)
@@ -68,7 +69,8 @@ def train_with_recipe(*, defense: str, dataset: str, model: str | None, eps: str
     row, scale = chosen
     plan = make_plan(row.paper, row.table, scale=scale, out=out, dataset=dataset, model=model, seeds=[seed],
                      rows=[row.row], device=device, eps=eps, norm=norm, smoke=smoke)
-    planned = [dataclasses.replace(p, suites=()) for p in plan.runs]  # training only: no table attacks
+    where = {k: v for k, v in (("data_dir", data_dir), ("download", download)) if v is not None}  # not hashed
+    planned = [dataclasses.replace(p, suites=(), options={**p.options, **where}) for p in plan.runs]  # no attacks
     if not planned:
         return None
     what = "the standard base run it fine-tunes from, then " if len(planned) > 1 else ""

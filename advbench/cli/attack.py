@@ -18,7 +18,7 @@ def attack(
     ctx: typer.Context,
     run: Annotated[Optional[Path], typer.Argument(help="Run directory to attack (or use --model-module).",
                                                   show_default=False)] = None,
-    suite: Annotated[str, typer.Option(help="Attack suite (advbench list suites).")] = "pgd",
+    suite: Annotated[Optional[str], typer.Option(help="Attack suite (advbench list suites). [default: pgd]")] = None,
     attack_: Annotated[Optional[str], typer.Option("--attack", help="Run a single attack instead of a suite; "
                                                    "its options via --set.")] = None,
     eps: Annotated[Optional[str], typer.Option(help="Eps or comma list (4/255,8/255) [default: the run's eps; "
@@ -36,8 +36,9 @@ def attack(
         "file path for a module there.")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Dataset for --model-module (its test split).")] = None,
     data_dir: Annotated[Optional[str], typer.Option(help="Dataset root for --model-module.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Results directory for --model-module "
-                                                "[default: runs/<factory>].")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Results directory for --model-module [default: "
+                                                "runs/<factory>]; with no RUN, the runs folder whose finished runs "
+                                                "are attacked [default: runs].")] = None,
     source: Annotated[Optional[Path], typer.Option(help="Run whose model transfer attacks are crafted on "
                                                    "(suite blackbox, --attack transfer).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N].")] = "auto",
@@ -66,6 +67,10 @@ def attack(
         from advbench.threat import parse_norm
 
         norm = parse_norm(norm)
+    if suite is not None and attack_ is not None:
+        raise UserError("give --suite or --attack, not both (--attack runs one attack instead of a suite)")
+    if checkpoint is not None and not checkpoint.strip():
+        raise UserError("--checkpoint is empty; give best, last or a checkpoint file")
     common = {"suite": suite, "attack": attack_, "attack_options": set_ or [], "eps": eps, "n_eval": n_eval,
               "batch_size": batch_size, "seed": seed, "device": device, "force": force, "quiet": quiet,
               "source": source, "adapt": adapt}
@@ -80,9 +85,12 @@ def attack(
         result = api.evaluate(model_module, dataset=dataset, data_dir=data_dir, norm=norm or "linf", out=where,
                               checkpoint=checkpoint, **{**common, "eps": eps or "8/255"})
         target = where
+    elif run is None:  # the card's `advbench attack --suite autoattack`: every finished run under the runs folder
+        if dataset is not None or data_dir is not None:
+            raise UserError("--dataset and --data-dir apply to --model-module; runs attack their own test sets")
+        _attack_all(out or Path("runs"), checkpoint, norm, common)
+        return
     else:
-        if run is None:
-            raise UserError("missing RUN directory; give a run to attack, or --model-module pkg.module:factory")
         for flag, value in (("--dataset", dataset), ("--data-dir", data_dir), ("--out", out)):
             if value is not None:
                 raise UserError(f"{flag} applies to --model-module; a run attacks its own test set and writes to "
@@ -122,8 +130,39 @@ def _verdict(r: dict) -> str:
     return str((r.get("verdict") or {}).get("summary", ""))
 
 
+def _attack_all(folder: Path, checkpoint: str | None, norm: str | None, common: dict) -> None:
+    """Attack every finished run under ``folder`` (those with this suite's result already stored are reused, and
+    say so); the list comes first."""
+    from advbench import api, runs
+
+    if not folder.is_dir():
+        raise UserError(f"no RUN given and no runs folder {folder}; train a run first or give RUN")
+    found = [r for r in runs.find_runs([folder]) if _finished(r)]
+    if not found:
+        raise UserError(f"no RUN given and no finished run under {folder}; train one first (advbench train ...)")
+    con = console()
+    what = common["attack"] or common["suite"] or "pgd"
+    con.print(f"attacking {len(found)} finished run(s) under {folder} with {what}:", markup=False)
+    for r in found:
+        con.print(f"  {r}", markup=False)
+    for r in found:
+        _print_attack_result(api.attack(r, norm=norm, checkpoint=checkpoint or "best", **common), r)
+
+
+def _finished(run: Path) -> bool:
+    from advbench import runs
+
+    try:
+        return runs.read_object(run / "summary.json").get("status") == "completed"
+    except UserError:
+        return False
+
+
 def _print_attack_result(result: dict, target: Path) -> None:
     con = console()
+    if result.get("reused"):
+        con.print(f"reused the stored result of this very evaluation (computed {result.get('created', '?')}); "
+                  "--force recomputes it", markup=False)
     from rich.table import Table
 
     table = Table(title=f"{result['suite']} on {target} (first {result['n_eval']} test images)")

@@ -99,20 +99,29 @@ def train(
         raise UserError(f"--recipe {recipe!r}: choose auto or defaults")
     schedule_given = any(v is not None for v in (epochs, lr, batch_size, n_train, init_from, config, name, resume)) \
         or bool(set_)
-    trained = None
-    if recipe == "auto" and not schedule_given and not fresh:
-        from advbench.api.recipe import train_with_recipe
-        from advbench.resolve import make_train_config
-
-        cfg = make_train_config(options, [], None)  # the defense, data, model and threat as given, checked
-        trained = train_with_recipe(defense=cfg.defense, dataset=cfg.dataset, model=model, eps=cfg.eps,
-                                    norm=cfg.norm, seed=cfg.seed, out=out, device=cfg.device, quiet=quiet,
-                                    command=["advbench", *sys.argv[1:]])
+    command = ["advbench", *sys.argv[1:]]
+    trained = _train_with_own_recipe(options, model, out, quiet, command) \
+        if recipe == "auto" and not schedule_given and not fresh else None
     run_dir, summary = trained or api.train(out=out, name=name, resume=resume, settings=set_ or [],
-                                            config_file=config, quiet=quiet, command=["advbench", *sys.argv[1:]],
-                                            fresh=fresh, **options)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 reports
-        return
+                                            config_file=config, quiet=quiet, command=command, fresh=fresh, **options)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 reports
+        _print_trained(run_dir, summary)
+
+
+def _train_with_own_recipe(options: dict, model: str | None, out: Path, quiet: bool,
+                           command: list[str]) -> tuple[Path, dict] | None:
+    """``--recipe auto`` with no schedule given: the defense's paper recipe (None when no paper row trains it)."""
+    from advbench.api.recipe import train_with_recipe
+    from advbench.resolve import make_train_config
+
+    cfg = make_train_config(options, [], None)  # the defense, data, model and threat as given, checked
+    return train_with_recipe(defense=cfg.defense, dataset=cfg.dataset, model=model, eps=cfg.eps, norm=cfg.norm,
+                             seed=cfg.seed, out=out, device=cfg.device, quiet=quiet, command=command,
+                             data_dir=options.get("data_dir"), download=options.get("download"))
+
+
+def _print_trained(run_dir: Path, summary: dict) -> None:
+    """What was trained (or reused, or resumed), its best validation number, a chance-level warning, where."""
     con = console()
     if summary.get("reused") == "completed":
         when = summary.get("updated", "earlier")

@@ -138,7 +138,7 @@ class Plan:
 def existing_runs(out: Path) -> dict[str, tuple[Path, str]]:
     """hash -> (run dir, summary status) of the runs under ``out``."""
     found: dict[str, tuple[Path, str]] = {}
-    if not out.exists():
+    if not out.is_dir():
         return found
     for run in runs.find_runs([out]):
         try:
