@@ -165,6 +165,8 @@ def build_paper_grid(frame: pd.DataFrame, paper: str, table: str) -> PaperGrid:
         grid.notes = _missing_notes(grid)
         return grid
     chosen, superseded = _choose_runs(frame, recipe)
+    # the frame already keeps one run per configuration and seed (report.frame); those it passed over count too
+    superseded += sum(1 for line in frame.attrs.get("skipped", []) if line.endswith("(counted once)"))
     matched_runs: list[str] = []
     for (label, _seed), (_when, run, sub, cfg) in chosen.items():
         matched_runs.append(run)
