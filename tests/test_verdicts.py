@@ -223,3 +223,38 @@ def test_report_shows_each_rows_verdict_in_plain_words(tmp_path):
     assert "Worst case (adapted)" in grid.columns
     _, text = api.report([tmp_path])
     assert "likely inflated: gradients masked (saturated logits); run with --adapt" in text
+
+
+_QUANTIZED_MODULE = '''
+import torch
+from torch import nn
+
+
+class Quantize(nn.Module):
+    def forward(self, x):
+        return torch.round(x * 15) / 15
+
+
+def make():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
+    return nn.Sequential(Quantize(), net)
+'''
+
+
+def test_cli_adapt_adds_the_bpda_attack_to_a_model_module_and_prints_verdicts(tmp_path, capsys):
+    from advbench import runs
+    from advbench.cli import main
+
+    (tmp_path / "qmodel.py").write_text(_QUANTIZED_MODULE)
+    code = main(["attack", "--model-module", f"{tmp_path / 'qmodel.py'}:make", "--dataset", "synthetic",
+                 "--attack", "pgd", "--set", "steps=3", "--n-eval", "40", "--batch-size", "40", "--device", "cpu",
+                 "--quiet", "--adapt", "--out", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    stored = runs.read_json(tmp_path / "out" / "attacks" / "adhoc-pgd.json")
+    assert stored["adapt"]["entries"] == ["Adaptive PGD-100 (BPDA 0)"]  # the quantiser is submodule "0"
+    assert "Worst case (adapted)" in out and "verdict" in out
+    # an untrained 10-class model is at chance: every number says so, in the table too
+    assert stored["robust"][0]["verdict"]["summary"].startswith("not meaningful: model at chance level")
+    assert "not meaningful" in out
