@@ -36,6 +36,19 @@ class TwoClassLinear(nn.Module):
         return torch.stack([torch.zeros_like(s), s], dim=1)
 
 
+class LogReg(nn.Module):
+    """Logistic regression as a two-logit model [0, wᵀx + b]: its CE equals the BCE of σ(wᵀx + b)."""
+
+    def __init__(self, w: torch.Tensor, b: float) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w.clone())
+        self.b = nn.Parameter(torch.tensor(b, dtype=w.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.flatten(1) @ self.w + self.b
+        return torch.stack([torch.zeros_like(s), s], dim=1)
+
+
 @pytest.fixture
 def linear_problem():
     """A 2-class linear model and points in the interior of [0,1]^d (so the box never binds)."""

@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from conftest import LogReg  # the two-logit logistic regression shared by the tests
 from torch import nn
 
 from advbench.core.tensors import per_sample_norm
@@ -33,19 +34,6 @@ def tanh_net(seed: int = 0) -> nn.Module:
 def data(seed: int = 0, n: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, 2, 4, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)
-
-
-class LogReg(nn.Module):
-    """Two logits [0, wᵀx + b]: CE equals the BCE of σ(wᵀx + b)."""
-
-    def __init__(self, w: torch.Tensor, b: float) -> None:
-        super().__init__()
-        self.w = nn.Parameter(w.clone())
-        self.b = nn.Parameter(torch.tensor(b, dtype=w.dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.flatten(1) @ self.w + self.b
-        return torch.stack([torch.zeros_like(s), s], dim=1)
 
 
 class Quadratic(nn.Module):

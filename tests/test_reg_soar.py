@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import LogReg  # the two-logit logistic regression shared by the tests
 from torch import nn
 
 from advbench.attacks.training import pgd1_point
@@ -22,19 +23,6 @@ from advbench.defenses.soar import soar_factor, soar_hz, soar_regularizer
 from advbench.threat import ThreatModel
 
 CTX = StepContext(epoch=0, step=0, steps_per_epoch=1, epochs=1, num_classes=2)
-
-
-class LogReg(nn.Module):
-    """Logistic regression as a two-logit model [0, wᵀx + b]: its CE equals the BCE of σ(wᵀx + b)."""
-
-    def __init__(self, w: torch.Tensor, b: float) -> None:
-        super().__init__()
-        self.w = nn.Parameter(w.clone())
-        self.b = nn.Parameter(torch.tensor(b, dtype=w.dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x.flatten(1) @ self.w + self.b
-        return torch.stack([torch.zeros_like(s), s], dim=1)
 
 
 def tanh_net(seed: int = 0, classes: int = 3) -> nn.Module:

@@ -188,13 +188,18 @@ def check_monotone_steps(result: dict[str, Any]) -> Check | None:
                     pairs.append({"stronger": a["key"], "weaker": b["key"], "stronger_accuracy": a["accuracy"],
                                   "weaker_accuracy": b["accuracy"], "increase": a["accuracy"] - b["accuracy"],
                                   "n": min(a["n"], b["n"])})
+    return _worst_increase("monotone_steps", pairs, "accuracy is non-increasing in steps and restarts",
+                           lambda b: f"{b['stronger']} is {100 * b['increase']:.2f} points less effective than "
+                                     f"{b['weaker']}", lambda b: {"pairs": pairs, "tolerance": _tolerances(b["n"])})
+
+
+def _worst_increase(name: str, pairs: list[dict[str, Any]], ok: str, bad_message: Any, extra: Any) -> Check | None:
+    """The check of a "should not increase" family: graded on its largest increase (None when nothing compares)."""
     if not pairs:
         return None
     bad = max(pairs, key=lambda p: p["increase"])
     status = _grade(bad["increase"], bad["n"])
-    msg = "accuracy is non-increasing in steps and restarts" if status == "pass" else \
-        f"{bad['stronger']} is {100 * bad['increase']:.2f} points less effective than {bad['weaker']}"
-    return Check("monotone_steps", status, msg, {"worst": bad, "pairs": pairs, "tolerance": _tolerances(bad["n"])})
+    return Check(name, status, ok if status == "pass" else bad_message(bad), {"worst": bad, **extra(bad)})
 
 
 def check_monotone_eps(result: dict[str, Any]) -> Check | None:
@@ -219,13 +224,9 @@ def check_monotone_eps(result: dict[str, Any]) -> Check | None:
                 pairs.append({"larger": f"{r['key']} curve @{hi['eps']:.4g}", "smaller": f"@{lo['eps']:.4g}",
                               "larger_accuracy": hi["accuracy"], "smaller_accuracy": lo["accuracy"],
                               "increase": hi["accuracy"] - lo["accuracy"], "n": r["n"]})
-    if not pairs:
-        return None
-    bad = max(pairs, key=lambda p: p["increase"])
-    status = _grade(bad["increase"], bad["n"])
-    msg = "accuracy is non-increasing in eps" if status == "pass" else \
-        f"{bad['larger']} is {100 * bad['increase']:.2f} points above {bad['smaller']}"
-    return Check("monotone_eps", status, msg, {"worst": bad, "pairs": len(pairs)})
+    return _worst_increase("monotone_eps", pairs, "accuracy is non-increasing in eps",
+                           lambda b: f"{b['larger']} is {100 * b['increase']:.2f} points above {b['smaller']}",
+                           lambda b: {"pairs": len(pairs)})
 
 
 def check_large_eps(probe: dict[str, Any]) -> Check:
