@@ -111,6 +111,7 @@ def sandbox(tmp_path, monkeypatch) -> Path:
 
 #: examples per property; a campaign raises it (ADVBENCH_FUZZ_EXAMPLES=300 ADVBENCH_FUZZ_LOG=cases.jsonl)
 SETTINGS = settings(max_examples=int(os.environ.get("ADVBENCH_FUZZ_EXAMPLES", 60)), deadline=None, derandomize=True,
+                    database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
