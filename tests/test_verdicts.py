@@ -258,3 +258,17 @@ def test_cli_adapt_adds_the_bpda_attack_to_a_model_module_and_prints_verdicts(tm
     # an untrained 10-class model is at chance: every number says so, in the table too
     assert stored["robust"][0]["verdict"]["summary"].startswith("not meaningful: model at chance level")
     assert "not meaningful" in out
+
+
+def test_chance_level_on_few_images_does_not_warn_a_perfect_model():
+    """On 10 images even 100% lies within the warn band of a 50% majority class: that is "too few images", so a
+    perfect model passes; a model at chance on 1000 images fails."""
+    from advbench.engine.checklist import check_chance_level
+
+    few = check_chance_level({"clean": {"n": 10, "accuracy": 1.0}}, {"num_classes": 10, "majority_fraction": 0.5})
+    assert few.status == "pass"
+    many = check_chance_level({"clean": {"n": 1000, "accuracy": 0.09}}, {"num_classes": 10, "majority_fraction": 0.1})
+    assert many.status == "fail"
+    middling = check_chance_level({"clean": {"n": 1000, "accuracy": 0.16}}, {"num_classes": 10,
+                                                                             "majority_fraction": 0.1})
+    assert middling.status == "warn"

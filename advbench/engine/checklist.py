@@ -40,7 +40,8 @@ def check_chance_level(result: dict[str, Any], probe: dict[str, Any] | None) -> 
     chance = max(1.0 / probe["num_classes"], probe.get("majority_fraction", 0.0))
     sigma = math.sqrt(chance * (1 - chance) / max(1, n))
     fail_at, warn_at = chance + 3 * sigma, chance + 0.1 * (1 - chance) + 3 * sigma
-    status = "fail" if acc <= fail_at else ("warn" if acc <= warn_at else "pass")
+    # on a handful of images even 100% can lie within the warn band: that says "too few images", not "near chance"
+    status = "fail" if acc <= fail_at else ("warn" if acc <= warn_at < 1.0 else "pass")
     words = {"fail": "at chance level", "warn": "barely above chance", "pass": "above chance"}[status]
     msg = f"clean accuracy {100 * acc:.1f}% on {n} images is {words} (chance {100 * chance:.1f}%)" + \
         ("" if status == "pass" else ": robust accuracies of this model say nothing")

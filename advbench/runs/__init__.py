@@ -16,36 +16,36 @@ from __future__ import annotations
 
 from advbench.runs.files import (
     CHECKPOINT_FORMAT,
-    atomic_path,
-    write_json,
-    read_json,
+    CorruptFile,
     MissingFile,
     UnreadableFile,
-    CorruptFile,
+    append_jsonl,
+    atomic_path,
+    git_hash,
+    load_checkpoint,
+    package_versions,
+    read_json,
+    read_jsonl,
     read_object,
     read_run_config,
-    append_jsonl,
-    read_jsonl,
     save_checkpoint,
-    load_checkpoint,
-    git_hash,
-    package_versions,
+    write_json,
+)
+from advbench.runs.layout import (
+    FIND_DEPTH,
+    FIND_MAX_DIRS,
+    MAX_RUN_NAME,
+    check_out_dir,
+    check_run_name,
+    create_run_dir,
+    find_runs,
+    is_run_dir,
+    resolve_run,
+    slug,
+    unique_run_dir,
 )
 from advbench.runs.lock import (
     RunLock,
-)
-from advbench.runs.layout import (
-    is_run_dir,
-    FIND_DEPTH,
-    FIND_MAX_DIRS,
-    find_runs,
-    MAX_RUN_NAME,
-    slug,
-    check_run_name,
-    check_out_dir,
-    create_run_dir,
-    unique_run_dir,
-    resolve_run,
 )
 
 __all__ = [

@@ -15,7 +15,6 @@ from typing import Any
 
 from advbench.errors import UserError
 
-
 CHECKPOINT_FORMAT = "advbench-checkpoint-v1"
 
 def _fsync_dir(path: Path) -> None:
