@@ -180,7 +180,7 @@ def _save(fig, plt, path: str | Path, layout: bool = True) -> Path:
     if layout:
         fig.tight_layout()
     with runs.atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")  # titles and long labels never clipped
     plt.close(fig)
     return out
 
