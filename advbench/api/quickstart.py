@@ -200,7 +200,8 @@ def run_quickstart(out: str | Path | None = None, epochs: int | None = None, n_e
     command = ["advbench", "quickstart", *(["--fast"] if fast else []), "--out", str(out)]
     for flag, value in (("--epochs", epochs), ("--n-train", n_train)):
         command += [flag, str(value)] if value is not None else []
-    run_dirs = execute(planned, out=out, n_eval=n_eval, quiet=quiet, device="cpu", on_step=overall, command=command)
+    run_dirs = execute(planned, out=out, n_eval=n_eval, quiet=quiet, device="cpu", on_step=overall, command=command,
+                       recipe="the quickstart (a standard run, then the defenses fine-tuned from it)")
     _grid, text = report(run_dirs, fmt="markdown")
     took = _clock(time.perf_counter() - overall.t0)
     overall.print_line(f"[{len(planned)}/{len(planned)}] done: {len(planned)} defenses trained and attacked in {took}")
