@@ -99,3 +99,30 @@ def test_cli_quickstart_fast_with_n_train_prints_overall_progress_and_refuses_ot
     assert "reusing" not in capsys.readouterr().err  # --quiet prints no progress
     assert main(["quickstart", "--fast", "--n-train", "128", "--epochs", "1", "--out", str(out)]) == 2  # other settings
     assert "made with other quickstart settings" in capsys.readouterr().err
+
+
+def test_threads_follow_the_cores_other_processes_leave_free(tmp_path, monkeypatch):
+    import torch
+
+    from advbench.api import quickstart
+    from advbench.api.quickstart import Overall, free_threads, quickstart_plan
+
+    monkeypatch.setattr(quickstart.os, "cpu_count", lambda: 2)
+    for busy, want in ((0.0, 2), (0.3, 2), (1.0, 1), (1.9, 1), (3.5, 1)):
+        monkeypatch.setattr(quickstart, "_busy_cores", lambda busy=busy: busy)
+        assert free_threads() == want
+    monkeypatch.undo()
+    measured = quickstart._busy_cores(0.05)  # the real /proc/stat reading, where there is one
+    assert measured is None or measured >= 0
+    monkeypatch.setattr(quickstart, "_busy_cores", lambda: 1.0)
+    monkeypatch.setattr(quickstart.os, "cpu_count", lambda: 2)
+    planned = quickstart_plan(tmp_path / "qs", epochs=1, n_train=100)
+    lines: list[str] = []
+    overall = Overall(planned, 50, lines.append)
+    overall.threads = 0
+    torch.set_num_threads(2)
+    overall(planned[0], "start")
+    assert torch.get_num_threads() == 1 and lines[-1].endswith("(1 thread)")
+    overall.threads = 2  # --threads 2: fixed
+    overall(planned[0], "attack")
+    assert torch.get_num_threads() == 2 and lines[-1].endswith("(2 threads)")

@@ -1,7 +1,7 @@
 """``advbench quickstart``: train the quickstart defenses on the embedded synthetic dataset, attack, report.
 
-Offline and CPU-friendly: a few minutes on 2 cores (``--fast``: about a minute). Each defense that lands adds
-itself to ``QUICKSTART`` with settings that fit the time budget.
+Offline and CPU-friendly: about 4 minutes on 2 quiet cores (``--fast``: about a minute and a half; times in the
+README). Each defense that lands adds itself to ``QUICKSTART`` with settings that fit the time budget.
 
 The quickstart is a small plan run by the same executor as ``advbench reproduce``
 (:func:`advbench.api.reproduce.execute`): a standard base run trained from scratch, then every other defense
@@ -14,9 +14,12 @@ step says which defense of how many runs, the time so far and an estimate of the
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from advbench import runs
 from advbench.api.report import report
@@ -66,12 +69,12 @@ class Preset:
     out: str
 
 
-#: the recipe behind the README's table; about 4-5 minutes on 2 quiet CPU cores
+#: the recipe behind the README's table; 4 min 18 s on 2 quiet CPU cores
 DEFAULT = Preset(n_train=COMMON["n_train"], fine_tune_n_train=COMMON["n_train"], epochs=COMMON["epochs"],
                  fine_tune_epochs=FINE_TUNE_EPOCHS, n_eval=500, out="runs/quickstart")
 #: ``--fast``: the same standard run (every other run starts from it, and it is cheap), then 2 fine-tuning epochs
-#: on 1500 images and 200 attacked images (about a minute): every defense still trains, is attacked and lands in
-#: the table, with noisier numbers
+#: on 1500 images and 200 attacked images (1 min 22 s on 2 quiet cores): every defense still trains, is attacked
+#: and lands in the table, with noisier numbers
 FAST = Preset(n_train=COMMON["n_train"], fine_tune_n_train=1500, epochs=COMMON["epochs"], fine_tune_epochs=2,
               n_eval=200, out="runs/quickstart-fast")
 
@@ -155,6 +158,7 @@ class Overall:
             self.work[(p.name, "attack")] = 0.0 if stored and p.action == "done" else n_eval * _ATTACK_PASSES
         self.order = [(p.name, step) for p in planned for step in ("start", "attack")]
         self.at = -1
+        self.threads: int | None = None  # torch threads per step: N, 0 = the cores left free, None = unchanged
 
     def line(self, p: PlannedRun, step: str) -> str:
         """The progress line for ``step`` (``start`` or ``attack``) of run ``p``; marks the steps before it done."""
@@ -175,7 +179,37 @@ class Overall:
 
     def __call__(self, p: PlannedRun, step: str) -> None:
         if step in ("start", "attack"):
-            self.print_line(self.line(p, step))
+            if self.threads is not None and (step == "start" or self.threads > 0):  # measured once per run
+                torch.set_num_threads(self.threads if self.threads > 0 else free_threads())
+            n = torch.get_num_threads()
+            self.print_line(self.line(p, step) + f" ({n} thread{'' if n == 1 else 's'})")
+
+
+def _busy_cores(window: float = 0.25) -> float | None:
+    """Cores kept busy by other processes, measured over ``window`` seconds while this one waits (Linux
+    ``/proc/stat``); None where it cannot be read."""
+    def busy() -> float:
+        with open("/proc/stat") as f:
+            fields = [float(v) for v in f.readline().split()[1:8]]
+        return fields[0] + fields[1] + fields[2] + fields[5] + fields[6]  # user, nice, system, irq, softirq
+
+    try:
+        b0, t0 = busy(), time.monotonic()
+        time.sleep(window)
+        b1, t1 = busy(), time.monotonic()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (b1 - b0) / os.sysconf("SC_CLK_TCK") / (t1 - t0)
+
+
+def free_threads() -> int:
+    """Torch threads for the next step: the cores other processes leave free (at least 1). Two OpenMP threads on
+    a 2-core machine whose other core is busy spin against each other and run several times slower than one."""
+    cores = os.cpu_count() or 1
+    others = _busy_cores()
+    if others is None:
+        others = max(0.0, os.getloadavg()[0] - torch.get_num_threads()) if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, round(cores - others)))
 
 
 def _clock(seconds: float) -> str:
@@ -184,19 +218,35 @@ def _clock(seconds: float) -> str:
 
 
 def run_quickstart(out: str | Path | None = None, epochs: int | None = None, n_eval: int | None = None,
-                   quiet: bool = False, console: Any = None, n_train: int | None = None, fast: bool = False) -> str:
+                   quiet: bool = False, console: Any = None, n_train: int | None = None, fast: bool = False,
+                   threads: int | None = 0) -> str:
     """Train, attack (suite ``pgd-lite``) and report; returns the markdown report. Reuses finished runs.
 
     ``fast``: the :data:`FAST` preset (default folder ``runs/quickstart-fast``); ``epochs``, ``n_train`` and
-    ``n_eval`` override the preset. ``console``: where the overall progress lines go (None: nowhere)."""
+    ``n_eval`` override the preset. ``console``: where the overall progress lines go (None: nowhere).
+    ``threads``: torch CPU threads; 0 (default) picks, before each step, the cores other processes leave free;
+    None leaves torch's setting alone."""
     preset = FAST if fast else DEFAULT
     out = Path(out or preset.out)
     n_eval = n_eval or preset.n_eval
     if (n_train is not None and n_train < 1) or n_eval < 1 or (epochs is not None and epochs < 1):
         raise UserError("--n-train, --n-eval and --epochs must be >= 1")
+    if threads is not None and threads < 0:
+        raise UserError(f"--threads must be >= 1 (or 0: the free cores), got {threads}")
     planned = quickstart_plan(out, epochs, n_train, preset)
     overall = Overall(planned, n_eval, (lambda m: console.print(m, markup=False, highlight=False)) if console else
                       (lambda m: None))
+    overall.threads = threads
+    previous = torch.get_num_threads()
+    try:
+        return _run(planned, overall, out, n_eval, quiet, fast, epochs, n_train)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(planned: list[PlannedRun], overall: Overall, out: Path, n_eval: int, quiet: bool, fast: bool,
+         epochs: int | None, n_train: int | None) -> str:
+    """Execute the plan, report, and say where the runs are."""
     command = ["advbench", "quickstart", *(["--fast"] if fast else []), "--out", str(out)]
     for flag, value in (("--epochs", epochs), ("--n-train", n_train)):
         command += [flag, str(value)] if value is not None else []

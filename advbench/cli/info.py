@@ -136,7 +136,7 @@ def show(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
 def quickstart(
     out: Annotated[Optional[Path], typer.Option(help="Runs directory [default: runs/quickstart; with --fast "
                                                 "runs/quickstart-fast].", show_default=False)] = None,
-    fast: Annotated[bool, typer.Option("--fast", help="About a minute on 2 cores: the same standard run, then 2 "
+    fast: Annotated[bool, typer.Option("--fast", help="About 1.5 minutes on 2 cores: the same standard run, then 2 "
                                        "fine-tuning epochs on 1500 images, 200 attacked images (noisier "
                                        "numbers).")] = False,
     n_train: Annotated[Optional[int], typer.Option(help="Training images of every run [default: 3000; --fast: "
@@ -144,6 +144,9 @@ def quickstart(
     epochs: Annotated[Optional[int], typer.Option(help="Override the epochs of every defense.")] = None,
     n_eval: Annotated[Optional[int], typer.Option(help="Test images attacked [default: 500; --fast 200].",
                                                   show_default=False)] = None,
+    threads: Annotated[int, typer.Option(help="Torch CPU threads; 0: before each step, the cores other processes "
+                                         "leave free (2 threads on a 2-core machine with one busy core run "
+                                         "several times slower than 1).")] = 0,
     quiet: QuietOpt = False,
 ) -> None:
     """Train the quickstart defenses on the embedded synthetic dataset, attack them, print the report.
@@ -152,5 +155,5 @@ def quickstart(
     from advbench.api.quickstart import run_quickstart
 
     text = run_quickstart(out=out, epochs=epochs, n_eval=n_eval, quiet=quiet, n_train=n_train, fast=fast,
-                          console=None if quiet else console(stderr=True))
+                          threads=threads, console=None if quiet else console(stderr=True))
     sys.stdout.write(text)
