@@ -34,6 +34,9 @@ def attack(
         "nn.Module that takes [0, 1] inputs and returns logits (use with --dataset, --checkpoint, --out). This "
         "IMPORTS AND RUNS that code: name only code you trust. The working directory is not searched; give a "
         "file path for a module there.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="A RobustBench zoo model, robustbench:NAME (extra "
+                                                 "advbench[robustbench]; its weights must be in robustbench's model "
+                                                 "folder or downloadable).")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Dataset for --model-module (its test split).")] = None,
     data_dir: Annotated[Optional[str], typer.Option(help="Dataset root for --model-module.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Results directory for --model-module [default: "
@@ -74,7 +77,16 @@ def attack(
     common = {"suite": suite, "attack": attack_, "attack_options": set_ or [], "eps": eps, "n_eval": n_eval,
               "batch_size": batch_size, "seed": seed, "device": device, "force": force, "quiet": quiet,
               "source": source, "adapt": adapt}
-    if model_module is not None:
+    if model is not None:
+        if run is not None or model_module is not None:
+            raise UserError("give one of RUN, --model-module or --model robustbench:NAME")
+        if not model.startswith("robustbench:"):
+            raise UserError(f"--model {model!r}: write robustbench:NAME (a RobustBench zoo model)")
+        where = out or Path("runs") / f"robustbench-{model.split(':', 1)[1]}"
+        result = api.evaluate_zoo_model(model, dataset=dataset or "cifar10", data_dir=data_dir, norm=norm or "linf",
+                                        out=where, **{**common, "eps": eps or "8/255"})
+        target = where
+    elif model_module is not None:
         if run is not None:
             raise UserError("give either a RUN directory or --model-module, not both")
         if not dataset:

@@ -178,7 +178,7 @@ class Trainer:
             n_global = min(cfg.batch_size, n_train - b * cfg.batch_size)
             if n_global >= self.world:  # a final batch with fewer examples than ranks is skipped (DDP only)
                 self.train_step(epoch, b, x, y, idx, n_global, counter)
-            self.progress.advance(handle, 1, images=n_global)
+            self.progress.advance(handle, 1, images=n_global, loss=state.means(self.partial).get("loss"))
             if self.batch_hook is not None:
                 self.batch_hook(epoch, b)
             if distributed.any_rank(self.stop.requested):  # also after the last batch: before validation

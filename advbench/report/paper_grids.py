@@ -368,7 +368,7 @@ def to_latex(grid: PaperGrid, *, paper: bool = True) -> str:
 def render_paper_grid(grid: PaperGrid, fmt: str, *, paper: bool = True, plots: list[Path] | None = None) -> str:
     """Render in markdown, latex, csv, json or html."""
     if fmt == "markdown":
-        body = display_frame(grid, paper=paper).to_markdown()
+        body = display_frame(grid, paper=paper).to_markdown(disable_numparse=True)  # keep "85.60", not "85.6"
         legend = "\n\ncells: measured / published (Δ measured − published)" if paper else ""
         notes = "".join(f"\n- {n}" for n in grid.notes)
         return f"{grid.caption}\n\n{body}{legend}\n" + (f"\nMissing or not measured:{notes}\n" if notes else "")
