@@ -170,5 +170,4 @@ def test_attack_with_no_run_and_no_runs_folder(capsys, work):
 @pytest.mark.parametrize("argv,needle", [(["--model", "foo"], "write robustbench:NAME"),
                                          (["--model", "robustbench:NoSuchModel2020"], "RobustBench has no")])
 def test_attack_model_by_zoo_name_refuses_in_one_line(capsys, work, argv, needle):
-    pytest.importorskip("robustbench")
     _refused(capsys, ["attack", *argv, "--n-eval", "4"], needle, work)
