@@ -361,8 +361,8 @@ def resume_run(run_dir: str | Path, *, progress: NullProgress | None = None, sto
             trainer = Trainer(cfg, run_dir, progress=progress, stop=stop, batch_hook=batch_hook)
             if last.is_file():
                 trainer.restore(runs.load_checkpoint(last, map_location=trainer.device))
-            elif done_epochs(run_dir):
-                raise UserError(f"cannot resume {run_dir}: it trained {done_epochs(run_dir)} epoch(s) but "
+            elif (trained := done_epochs(run_dir)):
+                raise UserError(f"cannot resume {run_dir}: it trained {trained} epoch(s) but "
                                 f"{last} is missing, so it cannot continue exactly; restore the file or start a new "
                                 "run")
             elif cfg.init_from:
