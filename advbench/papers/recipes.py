@@ -8,6 +8,7 @@ test-set size; ``smoke`` scale shrinks them (see :data:`SMOKE`) so a whole grid 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
 from dataclasses import dataclass, field
@@ -95,6 +96,8 @@ class RowRecipe:
     smoke: bool = True  # reproduced at smoke scale (False: paper scale only, e.g. a WRN block)
     from_standard: bool = False  # paper scale: fine-tune from the table's standard run (SOAR, FOAR)
     smoke_model: str | None = None  # model at smoke scale (default: the smoke model)
+    norm: str | None = None  # the row's own training threat model (SOAR Tables 9, 10, 13: L2-trained baselines)
+    eps: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,52 @@ class ColumnRecipe:
     eps: str | None = None
     transform: Transform = "acc"
     parts: tuple[str, ...] = ()
+    #: a run measurement instead of an attack result (``suite`` None): ``seconds_per_epoch``,
+    #: ``peak_memory_gb``, ``passes_per_step`` (from the run's metrics), or a stored measurement's key
+    #: ``NAME:KEY`` (``measures/NAME.json``, :mod:`advbench.engine.measures`)
+    measure: str | None = None
+    #: the value divided by the same column's value of this row (RAT Table 6's ratios to TRADES)
+    relative_to: str | None = None
+
+
+@dataclass(frozen=True)
+class Block:
+    """A part of a table trained with its own settings: the paper's other dataset, model or threat model.
+
+    The block fills the cells (``rows`` x ``columns``): empty ``columns`` means the table's main columns (those
+    no block names), empty ``rows`` the rows the main block trains. Unset fields fall back to the table's.
+    ``row_options`` / ``row_train``: per printed row, defense options / TrainConfig overrides for this block
+    (the WRN lambda steps); ``note``: what the paper says of the block's settings (printed in the plan)."""
+
+    name: str
+    columns: tuple[str, ...] = ()
+    rows: tuple[str, ...] = ()
+    dataset: str | None = None
+    model: str | None = None
+    norm: str | None = None
+    eps: str | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    row_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    row_train: dict[str, dict[str, Any]] = field(default_factory=dict)
+    suites: tuple[tuple[str, ...], ...] | None = None
+    n_eval: int | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Source:
+    """The model a suite's transfer attacks are crafted on.
+
+    ``row``: a printed row of the table (its run, same seed, is reused); otherwise an independently trained run of
+    ``defense`` with ``options`` (and ``model``/``train`` overrides), seed + SOURCE_SEED_OFFSET, planned once."""
+
+    row: str | None = None
+    defense: str = "standard"
+    options: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    label: str = "transfer source"
+    smoke_model: str | None = None  # its model at smoke scale (default: the smoke model)
 
 
 @dataclass(frozen=True)
@@ -126,7 +175,7 @@ class TableRecipe:
     train: dict[str, Any]
     rows: dict[str, RowRecipe | str]  # printed row label -> recipe, or the reason it is not trainable
     columns: dict[str, ColumnRecipe | str]  # printed column label -> recipe, or the reason it is not measured
-    suites: tuple[tuple[str, str | None], ...]  # (suite, eps list or None = the run's eps)
+    suites: tuple[tuple[str, ...], ...]  # (suite, eps list or None = the run's eps[, norm])
     seeds: tuple[int, ...] = (0,)
     n_eval: int = 10000
     threat_text: str = ""
@@ -136,10 +185,32 @@ class TableRecipe:
     #: transfer source of black-box columns: ``standard`` = an independently trained standard run (same
     #: dataset, model and schedule, seed + SOURCE_SEED_OFFSET), planned like a base run
     source: str | None = None
+    #: other sources, per suite (a suite not named here uses ``source``)
+    sources: dict[str, Source] = field(default_factory=dict)
+    #: blocks besides the main one (the table's own dataset, model and threat model)
+    blocks: tuple[Block, ...] = ()
+    main_block: str = "main"  # the main block's name (``--block``)
 
     @property
     def key(self) -> str:
         return f"{self.paper}:{self.table}"
+
+
+def blocks_of(recipe: TableRecipe) -> list[Block]:
+    """Every block of ``recipe``, the main one first, with rows and columns resolved (no empty tuples)."""
+    trainable = [label for label, row in recipe.rows.items() if isinstance(row, RowRecipe)]
+    claimed_rows = {r for b in recipe.blocks for r in b.rows}
+    claimed_cols = {c for b in recipe.blocks for c in b.columns}
+    main_rows = tuple(r for r in trainable if r not in claimed_rows)
+    main_cols = tuple(c for c in recipe.columns if c not in claimed_cols)
+    out = [Block(recipe.main_block, main_cols, main_rows, recipe.dataset, recipe.model, recipe.norm, recipe.eps,
+                 suites=recipe.suites, n_eval=recipe.n_eval)]
+    for b in recipe.blocks:
+        out.append(dataclasses.replace(
+            b, columns=b.columns or main_cols, rows=tuple(r for r in (b.rows or main_rows) if r in trainable),
+            dataset=b.dataset or recipe.dataset, model=b.model or recipe.model, norm=b.norm or recipe.norm,
+            eps=b.eps or recipe.eps, suites=b.suites or recipe.suites, n_eval=b.n_eval or recipe.n_eval))
+    return out
 
 
 _RECIPES: dict[tuple[str, str], TableRecipe] = {}
@@ -154,6 +225,17 @@ def register(recipe: TableRecipe) -> TableRecipe:
     bad_cols = set(recipe.columns) - set(layout.columns)
     if bad_rows or bad_cols:
         raise ValueError(f"{recipe.key}: labels not in the published layout: {sorted(bad_rows | bad_cols)}")
+    names = [b.name for b in blocks_of(recipe)]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{recipe.key}: block names are not unique: {names}")
+    for b in recipe.blocks:
+        unknown = (set(b.rows) | set(b.row_options) | set(b.row_train)) - set(recipe.rows) | set(b.columns) - set(
+            recipe.columns)
+        if unknown:
+            raise ValueError(f"{recipe.key}: block {b.name!r} names labels not in the table: {sorted(unknown)}")
+    for suite, src in recipe.sources.items():
+        if src.row is not None and not isinstance(recipe.rows.get(src.row), RowRecipe):
+            raise ValueError(f"{recipe.key}: the source of suite {suite!r} is not a trainable row: {src.row!r}")
     _RECIPES[(recipe.paper, recipe.table)] = recipe
     return recipe
 

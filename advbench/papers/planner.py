@@ -1,0 +1,207 @@
+"""The planner of one block of a paper table: its base runs, its rows, their transfer sources.
+
+Smoke scale trains one standard *base* run per (dataset, model, seed, threat) from scratch and fine-tunes
+every other row from it (``init_from``); the base run is the table's standard row when it has one and is
+shared by every table with the same settings. At paper scale rows marked ``from_standard`` (SOAR, FOAR)
+fine-tune from the table's standard run; every other row trains from scratch, as the papers did. A row may
+train under its own threat model (``RowRecipe.norm``/``eps``); a suite may craft its transfer attacks on its
+own source (:class:`~advbench.papers.recipes.Source`): a printed row's run or an independently trained one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from advbench import runs
+from advbench.defenses import DEFENSES
+from advbench.papers.planned import BASE_ROW, Plan, PlannedRun, dataset_available, existing_runs, run_hash
+from advbench.papers.recipes import SOURCE_SEED_OFFSET, RowRecipe, TableRecipe, smoke_train_options
+from advbench.papers.suites import smoke_suite
+
+
+def smoke_overrides(row: RowRecipe, sm: dict[str, Any], paper_epochs: int) -> dict[str, Any]:
+    """Defense options smoke scale changes: the training attack's ``steps`` capped at ``train_attack_steps``;
+    the options the defense measures in epochs (its ``epoch_options``: SAT's lambda ramp, DAT's FOSC decay, AWP
+    warm-up) compressed into the smoke epochs and updated per iteration."""
+    defense = DEFENSES.get(row.defense)
+    fields = {f.name: f for f in dataclasses.fields(defense.Options)}
+    out: dict[str, Any] = {}
+    if "steps" in fields:
+        steps = row.options.get("steps", fields["steps"].default)
+        if isinstance(steps, int) and steps > int(sm["train_attack_steps"]):
+            out["steps"] = int(sm["train_attack_steps"])
+    factor = int(sm["epochs"]) / max(1, int(paper_epochs))
+    for name in defense.epoch_options:
+        value = row.options.get(name, fields[name].default) if name in fields else None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value == 0:
+            continue
+        scaled = value * factor
+        out[name] = max(1, round(scaled)) if isinstance(value, int) else round(scaled, 6)
+    if "schedule_per_iteration" in fields and (set(out) & set(defense.epoch_options)):
+        out["schedule_per_iteration"] = True
+    return out
+
+
+
+def skip_reason(row: RowRecipe | str, smoke_scale: bool) -> str | None:
+    """Why a printed row is not planned at this scale (None: it is)."""
+    if not isinstance(row, RowRecipe):
+        return row
+    if smoke_scale and not row.smoke:
+        return "paper scale only (too slow for smoke scale on a CPU)"
+    return None
+
+
+class Planner:
+    """Plans one block of a table at one scale (``recipe``: the table as the block sees it, see
+    :func:`advbench.papers.plan.block_recipe`): the shared settings, one base run per (seed, model), the rows and
+    their transfer sources."""
+
+    def __init__(self, recipe: TableRecipe, scale: str, out: Path, dataset: str | None, model: str | None,
+                 device: str, sm: dict[str, Any], block: str | None = None) -> None:
+        self.recipe, self.sm, self.device, self.model_override = recipe, sm, device, model
+        self.block = block
+        self.rows: dict[tuple[str, int], PlannedRun | None] = {}  # (row, seed) -> its run (None: the base run)
+        self.smoke_scale = scale == "smoke"
+        self.out_dir = out / f"{recipe.paper}-table{recipe.table.replace('(', '').replace(')', '')}-{scale}"
+        self.base_dir = out / "smoke-base" if self.smoke_scale else self.out_dir
+        self.dataset, substituted = self._dataset(dataset)
+        self.model = model or (sm["model"] if self.smoke_scale else recipe.model)
+        self.n_eval = int(sm["n_eval"]) if self.smoke_scale else recipe.n_eval
+        self.suites = recipe.suites
+        if self.smoke_scale:
+            self.suites = tuple((smoke_suite(s, int(sm["n_eval_expensive"]), self.n_eval), e) for s, e in recipe.suites)
+        self.plan = Plan(recipe, scale, self.out_dir, self.dataset, self.model, self.n_eval, substituted, smoke=sm)
+        self.existing = existing_runs(out)  # a run made for another table with the same config is reused
+        self.extra: dict[tuple[str, int], PlannedRun | None] = {}  # independently trained transfer sources
+        self.bases: dict[tuple[int, str], PlannedRun] = {}  # (seed, model) -> the standard run rows fine-tune from
+        self.used: list[tuple[int, str]] = []  # the bases the plan needs, in the order rows need them
+
+    def _dataset(self, dataset: str | None) -> tuple[str, str | None]:
+        """(dataset, substitution note): smoke scale substitutes the synthetic data for a paper's not on disk."""
+        if dataset:
+            return dataset, None
+        if self.smoke_scale and not dataset_available(self.recipe.dataset):
+            return "synthetic", (f"{self.recipe.dataset} is not on disk: smoke scale substitutes the embedded "
+                                 "synthetic dataset")
+        return self.recipe.dataset, None
+
+    def planned(self, label: str, seed: int, opts: dict[str, Any], settings: dict[str, Any], where: Path,
+                **kw: Any) -> PlannedRun:
+        """One planned run, ``done`` / ``resume`` when a run with its content hash exists under ``out``."""
+        h = run_hash(opts, settings, kw.get("init"))
+        action, found = "train", None
+        if h in self.existing:
+            run_dir, status = self.existing[h]
+            action, found = ("done" if status == "completed" else "resume"), str(run_dir)
+        kw.setdefault("n_eval", None if self.smoke_scale else self.n_eval)
+        return PlannedRun(label, seed, opts, settings, h, f"{runs.slug(label, kind='label')}-s{seed}-{h}", action,
+                          found, out=str(where), block=self.block, **kw)
+
+    def base_options(self, seed: int, net: str) -> dict[str, Any]:
+        """TrainConfig options of the standard base run of ``seed`` and model ``net``."""
+        common = {"dataset": self.dataset, "defense": "standard", "eps": self.recipe.eps, "norm": self.recipe.norm,
+                  "seed": seed, "device": self.device, "model": net}
+        if not self.smoke_scale:
+            return {**common, **self.recipe.train}
+        opts = {**common, **smoke_train_options({}, self.sm, base=True)}
+        if self.dataset == "synthetic":
+            syn = dict(self.sm["synthetic_options"])
+            opts["dataset_options"] = {**syn, "n_test": max(int(syn.get("n_test", 0)), self.n_eval)}
+        return opts
+
+    def base_for(self, seed: int, net: str) -> PlannedRun:
+        """The base run of ``seed`` and model ``net`` (planned once, shared by every row that needs it)."""
+        if (seed, net) not in self.bases:
+            b = self.planned(BASE_ROW, seed, self.base_options(seed, net), {}, self.base_dir, base=True)
+            b.name = f"standard-base{'' if net == self.model else '-' + runs.slug(net, kind='label')}-s{seed}-{b.hash}"
+            self.bases[(seed, net)] = b
+        return self.bases[(seed, net)]
+
+    def row_options(self, row: RowRecipe, seed: int, net: str) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        """(TrainConfig options, smoke changes to the defense options, fine-tuned from the base) of a row."""
+        threat = {k: v for k, v in (("norm", row.norm), ("eps", row.eps)) if v is not None}
+        if not self.smoke_scale:
+            return ({**self.base_options(seed, net), **row.train, "defense": row.defense, **threat}, {},
+                    row.from_standard)
+        train = {**self.recipe.train, **row.train}
+        opts = {**self.base_options(seed, net), **smoke_train_options(train, self.sm, base=False),
+                "defense": row.defense, **threat}
+        if DEFENSES.get(row.defense).smoke_low_lr(row.options):
+            opts["lr"] = self.sm.get("lr_reg", self.sm["lr"])
+        overrides = smoke_overrides(row, self.sm, int(train.get("epochs", 100)))
+        return opts, overrides, not (row.defense == "standard" and not row.options)
+
+    def source_of(self, seed: int, net: str) -> str | None:
+        """Hash of the table's default transfer source of a row (``source="standard"``: an independently trained
+        standard run, another seed's base)."""
+        if self.recipe.source != "standard":
+            return None
+        self.used.append((seed + SOURCE_SEED_OFFSET, net))
+        return self.base_for(seed + SOURCE_SEED_OFFSET, net).hash
+
+    def sources_of(self, seed: int, net: str) -> dict[str, str]:
+        """suite -> hash of its own transfer source (:attr:`TableRecipe.sources`), planned once."""
+        out: dict[str, str] = {}
+        for suite, src in self.recipe.sources.items():
+            if src.row is not None:
+                run = self.row_run(src.row, seed)
+                out[suite] = run.hash if run is not None else self.base_for(seed, net).hash
+                continue
+            if src.defense == "standard" and not src.options and not src.model and not src.train:
+                self.used.append((seed + SOURCE_SEED_OFFSET, net))
+                out[suite] = self.base_for(seed + SOURCE_SEED_OFFSET, net).hash
+                continue
+            row = RowRecipe(src.defense, src.options, model=src.model, train=src.train, smoke_model=src.smoke_model)
+            key = (f"{src.label}", seed + SOURCE_SEED_OFFSET)
+            if key not in self.extra:
+                self.extra[key] = self.plan_row(src.label, row, seed + SOURCE_SEED_OFFSET, attacked=False)
+            planned = self.extra[key]
+            out[suite] = planned.hash if planned is not None else self.base_for(key[1], net).hash
+        return out
+
+    def row_run(self, label: str, seed: int) -> PlannedRun | None:
+        """The run of printed row ``label`` and ``seed`` (planned now if it is not yet; None: the base run)."""
+        if (label, seed) not in self.rows:
+            row = self.recipe.rows[label]
+            assert isinstance(row, RowRecipe)
+            self.rows[(label, seed)] = self.plan_row(label, row, seed)
+        return self.rows[(label, seed)]
+
+    def plan_row(self, label: str, row: RowRecipe, seed: int, attacked: bool = True) -> PlannedRun | None:
+        """The run of one printed row and seed; None when it is the base run itself (or the same run).
+        ``attacked`` False: a transfer source (trained, not attacked)."""
+        net = self.model_override or ((row.smoke_model if self.smoke_scale else row.model) or self.model)
+        base = self.base_for(seed, net)
+        source = self.source_of(seed, net) if attacked else None
+        sources = self.sources_of(seed, net) if attacked else {}
+        opts, overrides, fine_tune = self.row_options(row, seed, net)
+        settings = {f"defense.{k}": v for k, v in {**row.options, **overrides}.items()}
+        if not fine_tune and row.defense == "standard" and not settings:
+            # at smoke scale a plain standard row IS the base run; at paper scale when the configs agree
+            is_base = self.smoke_scale or self.planned(label, seed, opts, settings, self.out_dir).hash == base.hash
+            if is_base and base.row == BASE_ROW and attacked:
+                base.row, base.suites, base.sources = label, self.suites, sources
+                self.used.append((seed, net))
+                return None
+            if is_base:
+                self.plan.skipped_rows[label] = f"same run as row {base.row!r}"
+                return None
+        kw: dict[str, Any] = {"suites": self.suites if attacked else (), "overrides": overrides, "source": source,
+                              "sources": sources, "role": "row" if attacked else "source"}
+        if fine_tune:
+            opts["init_from"] = str(Path(base.existing) if base.existing else self.base_dir / base.name)
+            kw["init"] = base.hash
+            self.used.append((seed, net))
+        return self.planned(label, seed, opts, settings, self.out_dir, **kw)
+
+    def finish(self, row_runs: list[PlannedRun]) -> Plan:
+        """The plan: the bases used (first), then the rows; a base that is also an attacked row gets a source."""
+        for b in self.bases.values():
+            if b.row != BASE_ROW and self.recipe.source == "standard":
+                b.source = self.bases[(b.seed + SOURCE_SEED_OFFSET, b.options["model"])].hash
+        extra = [p for p in self.extra.values() if p is not None]
+        self.plan.runs = [self.bases[k] for k in dict.fromkeys(self.used)] + extra + row_runs
+        return self.plan
