@@ -35,10 +35,12 @@ def reproduce(paper: str, table: str, *, scale: str = "smoke", out: str | Path =
               dataset: str | None = None, model: str | None = None, seeds: list[int] | None = None,
               rows: list[str] | None = None, dry_run: bool = False, jobs: int = 1, fmt: str = "markdown",
               show_paper: bool = True, device: str = "auto", quiet: bool = True, output: str | Path | None = None,
-              smoke: dict[str, Any] | None = None, log: Any = None, threads: int | None = None) -> tuple[Any, str]:
+              smoke: dict[str, Any] | None = None, log: Any = None, threads: int | None = None,
+              blocks: list[str] | None = None) -> tuple[Any, str]:
     """Reproduce a paper table: plan its runs, skip finished ones (content hash), train/resume and attack the
     rest, then render the grid with published numbers beside. ``dry_run``: return (plan, plan text) only.
-    ``threads``: torch CPU threads per process (on a shared or small CPU box 1 avoids oversubscription)."""
+    ``threads``: torch CPU threads per process (on a shared or small CPU box 1 avoids oversubscription);
+    ``blocks``: plan only these blocks of the table (default: every block)."""
 
     resolve_device(device)  # an unavailable device fails here, also for --dry-run
     if jobs < 1:
@@ -46,7 +48,7 @@ def reproduce(paper: str, table: str, *, scale: str = "smoke", out: str | Path =
     if threads is not None and threads < 1:
         raise UserError(f"--threads must be >= 1, got {threads}")
     plan = make_plan(paper, table, scale=scale, out=out, dataset=dataset, model=model, seeds=seeds, rows=rows,
-                     device=device, smoke=smoke)
+                     device=device, smoke=smoke, blocks=blocks)
     if dry_run:
         return plan, plan.describe() + "\n"
     dirs = run_plan(plan, jobs=jobs, quiet=quiet, device=device, log=log, threads=threads)
@@ -101,9 +103,9 @@ def execute(planned: list[PlannedRun], *, out: Path, n_eval: int, meta: dict[str
     in parallel processes with ``threads`` torch threads each). ``meta``: the paper.json record of a paper
     table (None: no paper.json); ``command``: recorded in config.json of the runs trained. Returns the run
     directories, in plan order, of every run but a base run that no row uses."""
-    base_dirs: dict[str, str] = {}  # hash of a base run -> its directory
+    base_dirs: dict[str, str] = {}  # hash of a run already executed (base, transfer source, ...) -> its directory
     done: dict[int, Path] = {}
-    stages = [[i for i, p in enumerate(planned) if p.base], [i for i, p in enumerate(planned) if not p.base]]
+    stages = _stages(planned)
     for stage in (s for s in stages if s):
         if jobs <= 1 or len(stage) <= 1:
             for i in stage:
@@ -115,9 +117,18 @@ def execute(planned: list[PlannedRun], *, out: Path, n_eval: int, meta: dict[str
             done.update(_in_processes(planned, stage, jobs, out, n_eval, meta, quiet, device, base_dirs, threads,
                                       command, on_step))
         for i in stage:
-            if planned[i].base:
-                base_dirs[planned[i].hash] = str(done[i])
-    return [done[i] for i in range(len(planned)) if planned[i].row != BASE_ROW]
+            base_dirs[planned[i].hash] = str(done[i])
+    return [done[i] for i in range(len(planned)) if planned[i].row != BASE_ROW and planned[i].role != "source"]
+
+
+def _stages(planned: list[PlannedRun]) -> list[list[int]]:
+    """Indices of ``planned`` in the order they can run: base runs (the others fine-tune from them), then the
+    transfer sources (crafted on by the rest's attacks), then the rest; each stage may run in parallel."""
+    sources = {h for p in planned for h in (p.source, *p.sources.values()) if h}
+    first = [i for i, p in enumerate(planned) if p.base]
+    second = [i for i, p in enumerate(planned) if not p.base and p.hash in sources]
+    rest = [i for i in range(len(planned)) if i not in set(first) | set(second)]
+    return [s for s in (first, second, rest) if s]
 
 
 def _in_processes(planned: list[PlannedRun], stage: list[int], jobs: int, out: Path, n_eval: int,
@@ -160,10 +171,11 @@ def _execute(p: PlannedRun, out: Path, n_eval: int, meta: dict[str, Any] | None,
         runs.write_json(run_dir / "paper.json", _paper_record(p, meta, run_dir, base_dirs))
     if on_step and p.suites:
         on_step(p, "attack")
-    for suite, eps in p.suites:
-        source = base_dirs.get(p.source) if p.source and _has_transfer(suite) else None
-        attack(run_dir, suite=suite, eps=eps, n_eval=n_eval, batch_size=250, device=device, quiet=quiet,
-               source=source)
+    for suite, eps, *norm in p.suites:
+        src = p.source_for(suite)
+        source = base_dirs.get(src) if src and _has_transfer(suite) else None
+        attack(run_dir, suite=suite, eps=eps, norm=norm[0] if norm else None, n_eval=p.n_eval or n_eval,
+               batch_size=250, device=device, quiet=quiet, source=source)
     return str(run_dir)
 
 
@@ -175,7 +187,8 @@ def _paper_record(p: PlannedRun, meta: dict[str, Any], run_dir: Path, base_dirs:
     """The paper.json of a run: first table's record, plus the row it fills in every table that uses it."""
     key = f"{meta['paper']}:{meta['table']}"
     row = None if p.row == BASE_ROW else p.row
-    record = {**meta, "row": row, "config_hash": p.hash, "role": "base" if p.base else "row",
+    record = {**meta, "row": row, "config_hash": p.hash, "role": "base" if p.base else p.role,
+              "block": p.block, "blocks": {key: p.block} if row and p.block else {},
               "init_from": ({"run": base_dirs.get(p.init), "config_hash": p.init} if p.init else None),
               "smoke_overrides": p.overrides, "rows": {key: row} if row else {}, "also_used_by": []}
     meta_file = run_dir / "paper.json"
@@ -188,7 +201,8 @@ def _paper_record(p: PlannedRun, meta: dict[str, Any], run_dir: Path, base_dirs:
             rows.setdefault(f"{first['paper']}:{first['table']}", first["row"])
         if row:
             rows[key] = row
-        record = {**first, "rows": rows, "also_used_by": uses + ([] if same else [key]),
+        blocks = {**(first.get("blocks") or {}), **({key: p.block} if row and p.block else {})}
+        record = {**first, "rows": rows, "blocks": blocks, "also_used_by": uses + ([] if same else [key]),
                   "smoke": meta.get("smoke"), "n_eval": meta.get("n_eval")}  # the settings of its latest use
         if same and row and not first.get("row"):
             record["row"] = row

@@ -81,7 +81,7 @@ _METAVARS = {"eps": "EPS", "norm": "NORM", "out": "DIR", "data_dir": "DIR", "res
              "paths": "RUNS", "config": "FILE.toml", "output": "FILE", "plots": "DIR", "set_": "KEY=VALUE",
              "checkpoint": "best|last|FILE", "model_module": "MODULE:FACTORY", "source": "RUN", "init_from": "RUN",
              "seeds": "S,S,...", "rows": "ROW", "format_": "FORMAT", "grid": "PAPER:TABLE", "table": "N",
-             "what": "WHAT", "name": "NAME", "paper": "PAPER"}
+             "what": "WHAT", "name": "NAME", "paper": "PAPER", "block": "BLOCK"}
 
 
 def _name_metavars(command: Any) -> None:

@@ -95,6 +95,9 @@ def reproduce(
     dataset: Annotated[Optional[str], typer.Option(help="Override the dataset (either scale).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Override the model (either scale).")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Comma list of seeds [default: the recipe's].")] = None,
+    block: Annotated[Optional[list[str]], typer.Option("--block", help="Plan only this block of the table "
+                                                       "(repeatable; --list names them) [default: every block].")
+                     ] = None,
     out: Annotated[Path, typer.Option(help="Runs directory (runs go to OUT/PAPER-tableN-SCALE/).")] = Path("runs"),
     format_: Annotated[str, typer.Option("--format", "-f", help="markdown, latex, csv, json or html.")] = "markdown",
     paper_numbers: Annotated[bool, typer.Option("--paper/--no-paper", help="Published numbers beside.")] = True,
@@ -123,7 +126,8 @@ def reproduce(
     con = console(stderr=True)
     _obj, text = api.reproduce(paper, table, scale=scale, out=out, dataset=dataset, model=model, seeds=seed_list,
                                dry_run=dry_run, jobs=jobs, fmt=format_, show_paper=paper_numbers, device=device,
-                               quiet=quiet, output=output, log=lambda m: con.print(m, markup=False), threads=threads)
+                               quiet=quiet, output=output, log=lambda m: con.print(m, markup=False), threads=threads,
+                               blocks=block or None)
     if output and not dry_run:
         console().print(f"wrote {output}")
     else:

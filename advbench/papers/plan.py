@@ -36,7 +36,7 @@ from advbench.papers.planned import (  # noqa: F401  (the plan's public names li
 )
 from advbench.papers.planner import Planner, skip_reason
 from advbench.papers.published import table_id
-from advbench.papers.recipes import SMOKE, Block, RowRecipe, TableRecipe, blocks_of, get_recipe
+from advbench.papers.recipes import SMOKE, Block, TableRecipe, block_recipe, blocks_of, get_recipe
 from advbench.papers.status import table_status
 from advbench.registry import unknown_name_message
 
@@ -65,24 +65,6 @@ def _checked_recipe(paper: str, table: str, scale: str, rows: list[str] | None,
     if recipe.source not in (None, "standard"):
         raise UserError(f"{recipe.key}: unknown transfer source {recipe.source!r} (only 'standard' is planned)")
     return recipe
-
-
-def block_recipe(recipe: TableRecipe, block: Block) -> TableRecipe:
-    """``recipe`` as ``block`` sees it: the block's dataset, model, threat model, schedule, suites and n-eval, and
-    only its rows, with the block's per-row options and schedule changes."""
-    rows: dict[str, RowRecipe | str] = {}
-    for label in block.rows:
-        row = recipe.rows[label]
-        assert isinstance(row, RowRecipe)
-        options, train = block.row_options.get(label), block.row_train.get(label)
-        rows[label] = row if not (options or train) else dataclasses.replace(
-            row, options={**row.options, **(options or {})}, train={**row.train, **(train or {})})
-    for label, row in recipe.rows.items():  # the untrainable rows keep their reasons (main block)
-        if not isinstance(row, RowRecipe) and block.name == recipe.main_block:
-            rows[label] = row
-    return dataclasses.replace(recipe, dataset=block.dataset, model=block.model, norm=block.norm, eps=block.eps,
-                               train={**recipe.train, **block.train}, rows=rows, suites=block.suites,
-                               n_eval=block.n_eval)
 
 
 def _block_skip(block: Block, main: Block, smoke_scale: bool, sm: dict[str, Any]) -> str | None:

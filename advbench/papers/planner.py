@@ -72,7 +72,8 @@ class Planner:
         self.n_eval = int(sm["n_eval"]) if self.smoke_scale else recipe.n_eval
         self.suites = recipe.suites
         if self.smoke_scale:
-            self.suites = tuple((smoke_suite(s, int(sm["n_eval_expensive"]), self.n_eval), e) for s, e in recipe.suites)
+            self.suites = tuple((smoke_suite(s[0], int(sm["n_eval_expensive"]), self.n_eval), *s[1:])
+                                for s in recipe.suites)
         self.plan = Plan(recipe, scale, self.out_dir, self.dataset, self.model, self.n_eval, substituted, smoke=sm)
         self.existing = existing_runs(out)  # a run made for another table with the same config is reused
         self.extra: dict[tuple[str, int], PlannedRun | None] = {}  # independently trained transfer sources

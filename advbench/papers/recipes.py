@@ -114,12 +114,14 @@ class ColumnRecipe:
     eps: str | None = None
     transform: Transform = "acc"
     parts: tuple[str, ...] = ()
-    #: a run measurement instead of an attack result (``suite`` None): ``seconds_per_epoch``,
-    #: ``peak_memory_gb``, ``passes_per_step`` (from the run's metrics), or a stored measurement's key
-    #: ``NAME:KEY`` (``measures/NAME.json``, :mod:`advbench.engine.measures`)
+    #: a measurement of the training run instead of an attack result (``suite`` None): ``seconds_per_epoch``,
+    #: ``peak_memory_mb`` or ``passes_per_step`` (:data:`advbench.report.grid_runs.MEASURES`)
     measure: str | None = None
     #: the value divided by the same column's value of this row (RAT Table 6's ratios to TRADES)
     relative_to: str | None = None
+    #: a key of the attack result's stored ``summary`` (RayS's ``adbd``, a diagnostic's statistic) instead of
+    #: its accuracy, shown as stored
+    value: str | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,24 @@ def blocks_of(recipe: TableRecipe) -> list[Block]:
     return out
 
 
+def block_recipe(recipe: TableRecipe, block: Block) -> TableRecipe:
+    """``recipe`` as ``block`` sees it: the block's dataset, model, threat model, schedule, suites and n-eval, and
+    only its rows, with the block's per-row options and schedule changes."""
+    rows: dict[str, RowRecipe | str] = {}
+    for label in block.rows:
+        row = recipe.rows[label]
+        assert isinstance(row, RowRecipe)
+        options, train = block.row_options.get(label), block.row_train.get(label)
+        rows[label] = row if not (options or train) else dataclasses.replace(
+            row, options={**row.options, **(options or {})}, train={**row.train, **(train or {})})
+    for label, row in recipe.rows.items():  # the untrainable rows keep their reasons (main block)
+        if not isinstance(row, RowRecipe) and block.name == recipe.main_block:
+            rows[label] = row
+    return dataclasses.replace(recipe, dataset=block.dataset, model=block.model, norm=block.norm, eps=block.eps,
+                               train={**recipe.train, **block.train}, rows=rows, suites=block.suites,
+                               n_eval=block.n_eval)
+
+
 _RECIPES: dict[tuple[str, str], TableRecipe] = {}
 #: tables with no recipe: why (diagnostics, quoted literature, timing, certification ...)
 _NO_RECIPE: dict[tuple[str, str], str] = {}
@@ -240,9 +260,31 @@ def register(recipe: TableRecipe) -> TableRecipe:
     return recipe
 
 
-def no_recipe(paper: str, table: str, reason: str) -> None:
-    """Record why a table has no recipe (shown by ``reproduce --list``)."""
+#: the kind of a table without a recipe (``reproduce --list``'s status column)
+_NO_RECIPE_KIND: dict[tuple[str, str], str] = {}
+NO_RECIPE_KINDS = ("quoted", "waiting", "not numeric", "no recipe")
+
+
+def no_recipe(paper: str, table: str, reason: str, kind: str = "no recipe") -> None:
+    """Record why a table has no recipe (shown by ``reproduce --list``): ``kind`` ``quoted`` (literature numbers
+    only), ``waiting`` (on methods not built yet), ``not numeric`` (a table with no numbers to measure; also lists
+    a table that has no published CSV) or ``no recipe``."""
+    if kind not in NO_RECIPE_KINDS:
+        raise ValueError(f"unknown no-recipe kind {kind!r}")
     _NO_RECIPE[(paper, table_id(table))] = reason
+    _NO_RECIPE_KIND[(paper, table_id(table))] = kind
+
+
+def no_recipe_kind(paper: str, table: str) -> str:
+    """The kind recorded by :func:`no_recipe` (``no recipe`` when none is)."""
+    load_recipe_modules()
+    return _NO_RECIPE_KIND.get((paper, table_id(table)), "no recipe")
+
+
+def unpublished_tables() -> list[tuple[str, str]]:
+    """(paper, table) of the tables recorded without published numbers (non-numeric tables)."""
+    load_recipe_modules()
+    return [k for k, kind in _NO_RECIPE_KIND.items() if kind == "not numeric"]
 
 
 def load_recipe_modules() -> list[ModuleType]:

@@ -6,7 +6,16 @@ from __future__ import annotations
 from advbench.attacks import SUITES
 from advbench.defenses import DEFENSES
 from advbench.papers.published import published_tables, table_id, table_layout
-from advbench.papers.recipes import ColumnRecipe, RowRecipe, TableRecipe, get_recipe, no_recipe_reason
+from advbench.papers.recipes import (
+    ColumnRecipe,
+    RowRecipe,
+    TableRecipe,
+    blocks_of,
+    get_recipe,
+    no_recipe_kind,
+    no_recipe_reason,
+    unpublished_tables,
+)
 from advbench.papers.suites import register_paper_suites
 
 
@@ -17,7 +26,7 @@ def missing_parts(recipe: TableRecipe) -> list[str]:
     for r in recipe.rows.values():
         if isinstance(r, RowRecipe) and r.defense not in DEFENSES.names():
             missing.append(f"defense {r.defense}")
-    suites = {s for s, _ in recipe.suites}
+    suites = {s[0] for s in recipe.suites} | {s[0] for b in recipe.blocks for s in (b.suites or ())}
     for s in sorted(suites):
         if s not in SUITES.names():
             missing.append(f"suite {s}")
@@ -28,11 +37,12 @@ def missing_parts(recipe: TableRecipe) -> list[str]:
     return list(dict.fromkeys(missing))
 
 def table_status(paper: str, table: str) -> tuple[str, str]:
-    """(status, detail) of a table: ``reproducible``, ``partial``, ``needs`` or ``no recipe``."""
+    """(status, detail) of a table: ``reproducible``, ``partial``, ``needs``, or for a table without a recipe why:
+    ``quoted`` (literature numbers), ``waiting`` (on methods not built yet), ``not numeric`` or ``no recipe``."""
     tid = table_id(table)
     recipe = get_recipe(paper, tid)
     if recipe is None:
-        return "no recipe", no_recipe_reason(paper, tid)
+        return no_recipe_kind(paper, tid), no_recipe_reason(paper, tid)
     missing = missing_parts(recipe)
     if missing:
         return "needs", "needs " + ", ".join(missing)
@@ -42,10 +52,16 @@ def table_status(paper: str, table: str) -> tuple[str, str]:
     unmapped = [r for r in layout.rows if r not in recipe.rows] + [c for c in layout.columns if c not in recipe.columns]
     if skipped_rows or skipped_cols or unmapped:
         why = sorted({v for v in [*recipe.rows.values(), *recipe.columns.values()] if isinstance(v, str)})
+        blocks = blocks_of(recipe)
         return "partial", (f"{len(skipped_rows) + len(skipped_cols) + len(unmapped)} rows/columns not measured"
-                           + (f" ({'; '.join(why)})" if why else ""))
-    return "reproducible", "every row and column"
+                           + (f" ({'; '.join(why)})" if why else "")
+                           + (f"; blocks: {', '.join(b.name for b in blocks)}" if len(blocks) > 1 else ""))
+    blocks = blocks_of(recipe)
+    return "reproducible", "every row and column" + (
+        f" (blocks: {', '.join(b.name for b in blocks)})" if len(blocks) > 1 else "")
 
 def all_tables() -> list[tuple[str, str, str, str]]:
     """(paper, table, status, detail) for every published numeric table."""
-    return [(p, t, *table_status(p, t)) for p, t in published_tables()]
+    listed = [(p, t) for p, t in published_tables()]
+    listed += [(p, t) for p, t in unpublished_tables() if (p, t) not in listed]
+    return [(p, t, *table_status(p, t)) for p, t in listed]

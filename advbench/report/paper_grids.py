@@ -26,6 +26,7 @@ from advbench.papers.recipes import (
     smoke_suite_parent,
     smoke_text,
 )
+from advbench.report.grid_runs import choose_runs, paper_meta, run_values
 from advbench.report.html import html_page
 from advbench.report.latex import latex_table
 
@@ -87,73 +88,6 @@ class PaperGrid:
         return recs
 
 
-def _stored_options(record: dict[str, Any]) -> dict[str, Any]:
-    """Every option of a run's defense as resolved when it trained (config.json ``defense.options``; runs
-    written before that record existed: the options given)."""
-    described = record.get("defense")
-    if isinstance(described, dict) and isinstance(described.get("options"), dict):
-        return described["options"]
-    return record["config"].get("defense_options") or {}
-
-
-def _same_option(have: Any, want: Any) -> bool:
-    """True when a stored (typed) option value is the recipe's value as written: equal text, the same number
-    (``2/255`` is stored as 0.00784...), the same choice in any case, or sequences of such values."""
-    if isinstance(have, list | tuple) and isinstance(want, list | tuple):
-        return len(have) == len(want) and all(_same_option(h, w) for h, w in zip(have, want, strict=True))
-    if str(have) == str(want):
-        return True
-    if isinstance(have, bool) or isinstance(want, bool) or have is None or want is None:
-        return False
-    try:
-        return math.isclose(_number(have), _number(want), rel_tol=1e-9, abs_tol=1e-12)
-    except (UserError, TypeError, ValueError):
-        return str(have).strip().lower() == str(want).strip().lower()
-
-
-def _number(value: Any) -> float:
-    from advbench.threat import parse_eps
-
-    return parse_eps(value)[0]
-
-
-def _row_matches(row: RowRecipe, record: dict[str, Any], ignore: set[str] = frozenset()) -> bool:
-    """True when the run's defense and options are the row's (``ignore``: options smoke scale changed)."""
-    if record["config"].get("defense") != row.defense:
-        return False
-    have = _stored_options(record)
-    return all(_same_option(have.get(k), v) for k, v in row.options.items() if k not in ignore)
-
-
-def _eps_equal(a: Any, b: Any) -> bool:
-    from advbench.threat import parse_eps
-
-    try:
-        return abs(parse_eps(str(a))[0] - parse_eps(str(b))[0]) < 1e-6
-    except Exception:  # noqa: BLE001 - unparsable eps never matches
-        return str(a) == str(b)
-
-
-def _column_value(sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str) -> float | None:
-    df = sub if spec.suite is None else sub[[smoke_suite_parent(str(x)) == spec.suite for x in sub["suite"]]]
-    if spec.attack == "Clean":
-        hit = df[df["kind"] == "clean"]
-        if hit.empty:
-            hit = sub[sub["kind"] == "clean"]
-    else:
-        hit = df[(df["attack"] == spec.attack) & (df["kind"] != "clean")]
-        want = spec.eps
-        if want is not None:
-            hit = hit[[_eps_equal(e, want) for e in hit["eps"]]]
-        elif hit["eps"].nunique() > 1:
-            same = hit[[_eps_equal(e, train_eps) for e in hit["eps"]]]
-            hit = same if not same.empty else hit
-    if hit.empty:
-        return None
-    acc = 100.0 * float(hit["accuracy"].iloc[0])
-    return 100.0 - acc if spec.transform == "error" else acc
-
-
 def build_paper_grid(frame: pd.DataFrame, paper: str, table: str) -> PaperGrid:
     """Lay the runs of ``frame`` (from :func:`advbench.report.frame.load_frame`) out as ``paper`` table ``table``."""
     tid = table_id(table)
@@ -164,15 +98,16 @@ def build_paper_grid(frame: pd.DataFrame, paper: str, table: str) -> PaperGrid:
         grid.caption = _caption(grid, frame, [])
         grid.notes = _missing_notes(grid)
         return grid
-    chosen, superseded = _choose_runs(frame, recipe)
+    chosen, superseded = choose_runs(frame, recipe)
     # the frame already keeps one run per configuration and seed (report.frame); those it passed over count too
     superseded += sum(1 for line in frame.attrs.get("skipped", []) if line.endswith("(counted once)"))
     matched_runs: list[str] = []
-    for (label, _seed), (_when, run, sub, cfg) in chosen.items():
+    for (_block, label, _seed), (_when, run, sub, cfg, block) in chosen.items():
         matched_runs.append(run)
         grid.runs_per_row.setdefault(label, []).append(run)
-        for col, v in _run_values(recipe, sub, cfg["eps"]).items():
+        for col, v in run_values(run, recipe, block, sub, cfg["eps"]).items():
             grid.values.setdefault((label, col), []).append(v)
+    _relative(grid, recipe, matched_runs)
     grid.caption = _caption(grid, frame, matched_runs)
     grid.notes = _missing_notes(grid)
     if superseded:
@@ -180,60 +115,22 @@ def build_paper_grid(frame: pd.DataFrame, paper: str, table: str) -> PaperGrid:
     return grid
 
 
-_Chosen = dict[tuple[str, Any], tuple[float, str, pd.DataFrame, dict[str, Any]]]
-
-
-def _choose_runs(frame: pd.DataFrame, recipe: TableRecipe) -> tuple[_Chosen, int]:
-    """(row, seed) -> (mtime, run, its results, its config) of the newest run filling that row with that seed,
-    and how many older runs of a row and seed were passed over."""
-    chosen: _Chosen = {}
-    superseded = 0
-    for run, sub in frame.groupby("run", sort=False):
-        record = runs.read_json(Path(run) / "config.json")
-        cfg = record["config"]
-        if cfg.get("norm") != recipe.norm or not _eps_equal(cfg.get("eps"), recipe.eps):
-            continue
-        label = _row_of(recipe, record, _paper_meta(Path(run)))
-        if label is None:
-            continue
-        # several runs of one row and seed (e.g. an older smoke setting): the newest one counts
-        when = (Path(run) / "config.json").stat().st_mtime
-        slot = (label, cfg.get("seed"))
-        if slot in chosen:
-            superseded += 1
-            if chosen[slot][0] >= when:
-                continue
-        chosen[slot] = (when, str(run), sub, cfg)
-    return chosen, superseded
-
-
-def _row_of(recipe: TableRecipe, record: dict[str, Any], meta: dict[str, Any]) -> str | None:
-    """The printed row a run fills: the one its paper.json names for this table (reproduce records it), else
-    the first whose defense and options it has."""
-    declared = (meta.get("rows") or {}).get(recipe.key)
-    ignore = set(meta.get("smoke_overrides") or {})
-    for label, row in recipe.rows.items():
-        if not isinstance(row, RowRecipe):
-            continue
-        if declared in recipe.rows and declared != label:
-            continue
-        if declared == label or _row_matches(row, record, ignore):
-            return label
-    return None
-
-
-def _run_values(recipe: TableRecipe, sub: pd.DataFrame, train_eps: str) -> dict[str, float]:
-    """Column -> value (percent) of one run's results; ``sum`` columns once their parts are measured."""
-    per_col: dict[str, float] = {}
+def _relative(grid: PaperGrid, recipe: TableRecipe, matched: list[str]) -> None:
+    """Columns with ``relative_to``: at smoke scale each value divided by the reference row's mean (a CPU's
+    seconds are not a GPU's; their ratios are comparable), noted in the grid's notes."""
+    if not any(paper_meta(Path(r)).get("scale") == "smoke" for r in matched):
+        return
     for col, spec in recipe.columns.items():
-        if isinstance(spec, ColumnRecipe) and spec.transform != "sum":
-            v = _column_value(sub, spec, train_eps)
-            if v is not None:
-                per_col[col] = v
-    for col, spec in recipe.columns.items():
-        if isinstance(spec, ColumnRecipe) and spec.transform == "sum" and all(p in per_col for p in spec.parts):
-            per_col[col] = sum(per_col[p] for p in spec.parts)
-    return per_col
+        if not isinstance(spec, ColumnRecipe) or spec.relative_to is None:
+            continue
+        ref = grid.mean_std(spec.relative_to, col)[0]
+        if not ref:
+            continue
+        for row in grid.layout.rows:
+            if (row, col) in grid.values:
+                grid.values[(row, col)] = [v / ref for v in grid.values[(row, col)]]
+        grid.notes.append(f"column {col}: smoke scale shows ratios to row {spec.relative_to!r} (paper scale: "
+                          "absolute values on the device that trained the runs)")
 
 
 def _n_eval_text(sub: pd.DataFrame) -> str:
@@ -252,14 +149,6 @@ def _n_eval_text(sub: pd.DataFrame) -> str:
         if attacks:
             text += f"; {', '.join(attacks)}: first {m}"
     return text + ")"
-
-
-def _paper_meta(run: Path) -> dict[str, Any]:
-    meta_file = run / "paper.json"
-    try:
-        return runs.read_json(meta_file) if meta_file.is_file() else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def _stored_description(sub: pd.DataFrame, suite: str) -> str:
@@ -283,11 +172,11 @@ def _caption(grid: PaperGrid, frame: pd.DataFrame, matched: list[str]) -> str:
     sub = frame[frame["run"].isin(matched)] if matched and not frame.empty else frame.iloc[0:0]
     ds = ", ".join(sorted(map(str, sub["dataset"].unique()))) or DASH
     md = ", ".join(sorted(map(str, sub["model"].unique()))) or DASH
-    wanted = {s for s, _ in r.suites}
+    wanted = {s[0] for s in r.suites} | {s[0] for b in r.blocks for s in (b.suites or ())}
     n = _n_eval_text(sub[[smoke_suite_parent(str(x)) in wanted for x in sub["suite"]]] if not sub.empty else sub)
     scales: list[str] = []
     subst: list[str] = []
-    metas = [m for m in (_paper_meta(Path(run)) for run in dict.fromkeys(matched)) if m]
+    metas = [m for m in (paper_meta(Path(run)) for run in dict.fromkeys(matched)) if m]
     if any(m.get("role") != "base" for m in metas):  # a shared base run records the first table's settings
         metas = [m for m in metas if m.get("role") != "base"]
     for meta in metas:

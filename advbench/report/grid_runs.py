@@ -1,0 +1,245 @@
+"""Which runs fill which cells of a paper grid: a run's block and printed row, and its value in each column.
+
+A run fills the cells of one block of a table (:func:`~advbench.papers.recipes.blocks_of`): the block its
+``paper.json`` names for the table (``reproduce`` records it), else the first block whose settings it has (its
+dataset and model for a block that has its own, its training threat model). Within the block it fills the printed
+row its ``paper.json`` names, else the first row whose defense and options it has. A column's value is an
+attack's accuracy (%), a key of an attack's stored ``summary`` (RayS's ADBD, a diagnostic's statistic), or a
+measurement of the training run itself (seconds per epoch, peak memory, passes per step).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from advbench import runs
+from advbench.errors import UserError
+from advbench.papers.recipes import (
+    Block,
+    ColumnRecipe,
+    RowRecipe,
+    TableRecipe,
+    block_recipe,
+    blocks_of,
+    smoke_suite_parent,
+)
+
+#: (block, row, seed) -> (mtime, run, its results, its config, its block)
+Chosen = dict[tuple[str, str, Any], tuple[float, str, pd.DataFrame, dict[str, Any], Block]]
+
+
+def stored_options(record: dict[str, Any]) -> dict[str, Any]:
+    """Every option of a run's defense as resolved when it trained (config.json ``defense.options``; runs
+    written before that record existed: the options given)."""
+    described = record.get("defense")
+    if isinstance(described, dict) and isinstance(described.get("options"), dict):
+        return described["options"]
+    return record["config"].get("defense_options") or {}
+
+
+def same_option(have: Any, want: Any) -> bool:
+    """True when a stored (typed) option value is the recipe's value as written: equal text, the same number
+    (``2/255`` is stored as 0.00784...), the same choice in any case, or sequences of such values."""
+    if isinstance(have, list | tuple) and isinstance(want, list | tuple):
+        return len(have) == len(want) and all(same_option(h, w) for h, w in zip(have, want, strict=True))
+    if str(have) == str(want):
+        return True
+    if isinstance(have, bool) or isinstance(want, bool) or have is None or want is None:
+        return False
+    try:
+        return math.isclose(number(have), number(want), rel_tol=1e-9, abs_tol=1e-12)
+    except (UserError, TypeError, ValueError):
+        return str(have).strip().lower() == str(want).strip().lower()
+
+
+def number(value: Any) -> float:
+    from advbench.threat import parse_eps
+
+    return parse_eps(value)[0]
+
+
+def row_matches(row: RowRecipe, record: dict[str, Any], ignore: set[str] = frozenset()) -> bool:
+    """True when the run's defense and options are the row's (``ignore``: options smoke scale changed)."""
+    if record["config"].get("defense") != row.defense:
+        return False
+    have = stored_options(record)
+    return all(same_option(have.get(k), v) for k, v in row.options.items() if k not in ignore)
+
+
+def eps_equal(a: Any, b: Any) -> bool:
+    from advbench.threat import parse_eps
+
+    try:
+        return abs(parse_eps(str(a))[0] - parse_eps(str(b))[0]) < 1e-6
+    except Exception:  # noqa: BLE001 - unparsable eps never matches
+        return str(a) == str(b)
+
+
+def paper_meta(run: Path) -> dict[str, Any]:
+    meta_file = run / "paper.json"
+    try:
+        return runs.read_json(meta_file) if meta_file.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def choose_runs(frame: pd.DataFrame, recipe: TableRecipe) -> tuple[Chosen, int]:
+    """(block, row, seed) -> the newest run filling that row of that block with that seed, and how many older
+    runs of a row and seed were passed over."""
+    chosen: Chosen = {}
+    superseded = 0
+    blocks = blocks_of(recipe)
+    views = {b.name: block_recipe(recipe, b) for b in blocks}
+    for run, sub in frame.groupby("run", sort=False):
+        record = runs.read_json(Path(run) / "config.json")
+        cfg = record["config"]
+        hit = _block_and_row(recipe, blocks, views, record, paper_meta(Path(run)))
+        if hit is None:
+            continue
+        block, label = hit
+        # several runs of one row and seed (e.g. an older smoke setting): the newest one counts
+        when = (Path(run) / "config.json").stat().st_mtime
+        slot = (block.name, label, cfg.get("seed"))
+        if slot in chosen:
+            superseded += 1
+            if chosen[slot][0] >= when:
+                continue
+        chosen[slot] = (when, str(run), sub, cfg, block)
+    return chosen, superseded
+
+
+def _block_and_row(recipe: TableRecipe, blocks: list[Block], views: dict[str, TableRecipe], record: dict[str, Any],
+                   meta: dict[str, Any]) -> tuple[Block, str] | None:
+    """The block and printed row a run fills (None: none)."""
+    cfg = record["config"]
+    declared = (meta.get("blocks") or {}).get(recipe.key)
+    reproduced = recipe.key in (meta.get("rows") or {})
+    main = blocks[0]
+    if declared is not None:
+        candidates = [b for b in blocks if b.name == declared]
+    elif reproduced:
+        candidates = [main]
+    else:  # a run made by hand: the blocks with settings of their own first, then the main block
+        candidates = [b for b in blocks[1:] if cfg.get("dataset") == b.dataset and cfg.get("model") == b.model]
+        candidates.append(main)
+    for block in candidates:
+        label = row_of(views[block.name], record, meta, block)
+        if label is not None:
+            return block, label
+    return None
+
+
+def row_of(recipe: TableRecipe, record: dict[str, Any], meta: dict[str, Any], block: Block | None = None) -> str | None:
+    """The printed row of ``recipe`` (a block's view) a run fills: the one its paper.json names for this table,
+    else the first whose defense, options and training threat model it has."""
+    declared = (meta.get("rows") or {}).get(recipe.key)
+    ignore = set(meta.get("smoke_overrides") or {})
+    cfg = record["config"]
+    for label, row in recipe.rows.items():
+        if not isinstance(row, RowRecipe):
+            continue
+        if declared in recipe.rows and declared != label:
+            continue
+        norm, eps = row.norm or recipe.norm, row.eps or recipe.eps
+        if cfg.get("norm") != norm or not eps_equal(cfg.get("eps"), eps):
+            continue
+        if declared == label or row_matches(row, record, ignore):
+            return label
+    return None
+
+
+def column_value(run: str, sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str) -> float | None:
+    """The value of one column for one run (None: not measured)."""
+    if spec.measure is not None:
+        return run_measure(Path(run), spec.measure)
+    df = sub if spec.suite is None else sub[[smoke_suite_parent(str(x)) == spec.suite for x in sub["suite"]]]
+    if spec.attack == "Clean":
+        hit = df[df["kind"] == "clean"]
+        if hit.empty:
+            hit = sub[sub["kind"] == "clean"]
+    else:
+        hit = df[(df["attack"] == spec.attack) & (df["kind"] != "clean")]
+        want = spec.eps
+        if want is not None:
+            hit = hit[[eps_equal(e, want) for e in hit["eps"]]]
+        elif hit["eps"].nunique() > 1:
+            same = hit[[eps_equal(e, train_eps) for e in hit["eps"]]]
+            hit = same if not same.empty else hit
+    if hit.empty:
+        return None
+    if spec.value is not None:
+        return _summary_value(run, hit.iloc[0], spec.value)
+    acc = 100.0 * float(hit["accuracy"].iloc[0])
+    return 100.0 - acc if spec.transform == "error" else acc
+
+
+def _summary_value(run: str, result: pd.Series, key: str) -> float | None:
+    """``key`` of the stored summary of the attack result ``result`` (a row of the frame)."""
+    try:
+        stored = runs.read_json(Path(run) / "attacks" / f"{result['suite']}.json")
+    except (OSError, ValueError):
+        return None
+    for r in stored.get("results", []):
+        if r.get("label") == result["attack"] and eps_equal(r.get("eps"), result["eps"]):
+            value = (r.get("summary") or {}).get(key)
+            return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return None
+
+
+#: run measurements a column may show (:attr:`ColumnRecipe.measure`)
+MEASURES = {"seconds_per_epoch": "seconds per training epoch (mean over epochs)",
+            "peak_memory_mb": "peak memory of training (MB; the kind the run recorded: GPU or CPU RSS)",
+            "passes_per_step": "forward + backward passes per training step"}
+
+
+def run_measure(run: Path, name: str) -> float | None:
+    """A measurement of the training run ``run`` (:data:`MEASURES`), from its summary and metrics."""
+    try:
+        summary = runs.read_json(run / "summary.json")
+    except (OSError, ValueError):
+        return None
+    if name == "passes_per_step":
+        passes = summary.get("passes_per_step") or {}
+        return float(passes.get("forward", 0) + passes.get("backward", 0)) if passes else None
+    if name == "peak_memory_mb":
+        peak = summary.get("peak_mem_bytes")
+        return float(peak) / 2**20 if isinstance(peak, int | float) else None
+    if name == "seconds_per_epoch":
+        seconds = [float(m["train_seconds"]) for m in _metrics(run) if isinstance(m.get("train_seconds"), int | float)]
+        return sum(seconds) / len(seconds) if seconds else None
+    raise UserError(f"unknown run measure {name!r}; one of {', '.join(MEASURES)}")
+
+
+def _metrics(run: Path) -> list[dict[str, Any]]:
+    import json
+
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def run_values(run: str, recipe: TableRecipe, block: Block, sub: pd.DataFrame, train_eps: str) -> dict[str, float]:
+    """Column -> value of one run's results in its block's columns; ``sum`` columns once their parts are in."""
+    per_col: dict[str, float] = {}
+    for col in block.columns:
+        spec = recipe.columns.get(col)
+        if isinstance(spec, ColumnRecipe) and spec.transform != "sum":
+            v = column_value(run, sub, spec, train_eps)
+            if v is not None and not math.isnan(v):
+                per_col[col] = v
+    for col in block.columns:
+        spec = recipe.columns.get(col)
+        if isinstance(spec, ColumnRecipe) and spec.transform == "sum" and all(p in per_col for p in spec.parts):
+            per_col[col] = sum(per_col[p] for p in spec.parts)
+    return per_col
