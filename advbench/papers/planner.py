@@ -160,7 +160,11 @@ class Planner:
             if key not in self.extra:
                 self.extra[key] = self.plan_row(src.label, row, seed + SOURCE_SEED_OFFSET, attacked=False)
             planned = self.extra[key]
-            out[suite] = planned.hash if planned is not None else self.base_for(key[1], net).hash
+            if planned is None:  # a plain standard source at smoke scale is that seed's base run of its model
+                src_net = self.model_override or ((row.smoke_model if self.smoke_scale else row.model) or self.model)
+                self.used.append((key[1], src_net))
+                planned = self.base_for(key[1], src_net)
+            out[suite] = planned.hash
         return out
 
     def row_run(self, label: str, seed: int) -> PlannedRun | None:
@@ -186,6 +190,8 @@ class Planner:
             if is_base and base.row == BASE_ROW and attacked:
                 base.row, base.suites, base.sources = label, self.suites, sources
                 self.used.append((seed, net))
+                return None
+            if is_base and not attacked:
                 return None
             if is_base:
                 self.plan.skipped_rows[label] = f"same run as row {base.row!r}"

@@ -41,8 +41,11 @@ def _data_dir():
 
 
 def table_id(name: str) -> str:
-    """Normalise a table name: ``1``, ``table1``, ``2a``, ``2(a)`` -> ``1``, ``1``, ``2(a)``, ``2(a)``."""
+    """Normalise a table name: ``1``, ``table1``, ``2a``, ``2(a)`` -> ``1``, ``1``, ``2(a)``, ``2(a)``; an unnumbered
+    table is named by a word (``roles``: SCORPIO's table of explanation roles)."""
     text = str(name).strip().lower().removeprefix("table").strip()
+    if re.fullmatch(r"[a-z]{3,}", text):
+        return text
     m = re.fullmatch(r"(\d+)\s*\(?([a-z])?\)?", text)
     if not m:
         raise UserError(f"invalid table '{name}'; write a number such as 1 or 2a")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from advbench.papers.recipes import ColumnRecipe, RowRecipe, TableRecipe, no_recipe, register
+from typing import TYPE_CHECKING
+
+from advbench.papers.recipes import Block, ColumnRecipe, RowRecipe, Source, TableRecipe, register
+
+if TYPE_CHECKING:
+    from advbench.attacks.suites import SuiteEntry
 
 _SCHED_T1 = {"epochs": 200, "batch_size": 128, "lr": 0.1, "schedule": "multistep", "milestones": [100, 150],
              "weight_decay": 5e-4}
@@ -45,7 +50,14 @@ _T1 = RowRecipe("rat", {"base": "trades", "order": "1", "eta": 0.3})
 _A12 = RowRecipe("rat", {"base": "awp-trades", "order": "1+2", "eta": 0.2})
 _A1 = RowRecipe("rat", {"base": "awp-trades", "order": "1", "eta": 0.3})
 _LIT = "literature number quoted by the paper (not trained by the authors)"
-_C100 = "CIFAR-100 block: rows differ from the CIFAR-10 ones only by the dataset; not planned (one dataset per table)"
+_C100_ROWS = {"Zhang et al. (2019) [82] (0_th) / base=TRADES; 0th only": _TRADES0,
+              "+ Ours (1_st) / base=TRADES; 1st; η=0.3": _T1,
+              "+ Ours (1_st + 2_nd) / base=TRADES; 1st+2nd; η=0.2": _T12,
+              "Wu et al. (2020) [76] (0_th) / base=AWP-TRADES; 0th only": _AWP0,
+              "+ Ours (1_st) / base=AWP-TRADES; 1st; η=0.3": _A1,
+              "+ Ours (1_st + 2_nd) / base=AWP-TRADES; 1st+2nd; η=0.2": _A12}
+_SVHN = {"lr": 0.01}
+_SVHN_NOTE = "Sec. 4 / App. B: lr 0.01 for SVHN (0.1 for CIFAR)"
 register(TableRecipe(
     paper="randomized-at", table="2", dataset="cifar10", model="wrn-34-10", norm="linf", eps="8/255",
     train={**_SCHED},
@@ -60,12 +72,11 @@ register(TableRecipe(
         "CIFAR-10 / + Ours (1_st) / base=AWP-TRADES; 1st; η=0.3": _A1,
         "CIFAR-10 / + Ours (1_st + 2_nd) / base=AWP-TRADES; 1st+2nd; η=0.2": _A12,
         **{f"CIFAR-100 / {who}": _LIT for who in ("Cui et al. (2021) [11]", "Gowal et al. (2020) [24]")},
-        **{f"CIFAR-100 / {r}": _C100 for r in (
-            "Zhang et al. (2019) [82] (0_th) / base=TRADES; 0th only", "+ Ours (1_st) / base=TRADES; 1st; η=0.3",
-            "+ Ours (1_st + 2_nd) / base=TRADES; 1st+2nd; η=0.2",
-            "Wu et al. (2020) [76] (0_th) / base=AWP-TRADES; 0th only", "+ Ours (1_st) / base=AWP-TRADES; 1st; η=0.3",
-            "+ Ours (1_st + 2_nd) / base=AWP-TRADES; 1st+2nd; η=0.2")},
+        **{f"CIFAR-100 / {r}": row for r, row in _C100_ROWS.items()},
     },
+    main_block="CIFAR-10",
+    blocks=(Block("CIFAR-100", rows=tuple(f"CIFAR-100 / {r}" for r in _C100_ROWS), dataset="cifar100",
+                  note="the same rows and schedule on CIFAR-100 (Sec. 4)"),),
     columns=dict(_COLS), suites=(("rat", None),), seeds=(0,), n_eval=10000,
     threat_text="Linf 8/255 (PGD-20/CW-20 at 0.031, AA at 8/255)",
     attack_versions="suite rat: PGD-20 and CW-20 at 0.031, AutoAttack standard at 8/255",
@@ -78,10 +89,9 @@ register(TableRecipe(
           "+ Ours (1_st + 2_nd) / base=TRADES; 1st+2nd; η=0.2": _T12,
           "Wu et al. (2020) [76] (0_th) / base=AWP-TRADES; 0th only": _AWP0,
           "+ Ours (1_st + 2_nd) / base=AWP-TRADES; 1st+2nd; η=0.2": _A12},
-    columns={**{f"VGG16 / {k}": v for k, v in _COLS.items()},
-             **{f"MobileNetV2 / {k}": "MobileNetV2 block: run 'advbench reproduce randomized-at --table 5 --model "
-                                      "mobilenetv2' (its runs then fill the VGG16 columns of that grid)"
-                for k in _COLS}},
+    columns={**{f"VGG16 / {k}": v for k, v in _COLS.items()}, **{f"MobileNetV2 / {k}": v for k, v in _COLS.items()}},
+    main_block="VGG16",
+    blocks=(Block("MobileNetV2", columns=tuple(f"MobileNetV2 / {k}" for k in _COLS), model="mobilenetv2"),),
     suites=(("rat", None),), seeds=(0,), n_eval=10000,
     threat_text="Linf 8/255 (PGD-20/CW-20 at 0.031, AA at 8/255)",
     attack_versions="suite rat: PGD-20 and CW-20 at 0.031, AutoAttack standard at 8/255",
@@ -110,9 +120,13 @@ register(TableRecipe(
     columns={"CIFAR-10 / Clean": ColumnRecipe("pgd-lite", "Clean"),
              "CIFAR-10 / PGD": ColumnRecipe("pgd-lite", "PGD-20"),
              "CIFAR-10 / AA": ColumnRecipe("autoattack", "AutoAttack"),
-             **{f"{d} / {m}": f"{d} block: run 'advbench reproduce randomized-at --table 3 --dataset "
-                              f"{d.lower().replace('-', '')}' (its runs then fill the CIFAR-10 columns)"
-                for d in ("CIFAR-100", "SVHN") for m in ("Clean", "PGD", "AA")}},
+             **{f"{d} / Clean": ColumnRecipe("pgd-lite", "Clean") for d in ("CIFAR-100", "SVHN")},
+             **{f"{d} / PGD": ColumnRecipe("pgd-lite", "PGD-20") for d in ("CIFAR-100", "SVHN")},
+             **{f"{d} / AA": ColumnRecipe("autoattack", "AutoAttack") for d in ("CIFAR-100", "SVHN")}},
+    main_block="CIFAR-10",
+    blocks=(Block("CIFAR-100", columns=tuple(f"CIFAR-100 / {m}" for m in ("Clean", "PGD", "AA")), dataset="cifar100"),
+            Block("SVHN", columns=tuple(f"SVHN / {m}" for m in ("Clean", "PGD", "AA")), dataset="svhn", train=_SVHN,
+                  n_eval=26032, note=_SVHN_NOTE)),
     suites=(("pgd-lite", None), ("autoattack", None)), seeds=(0,), n_eval=10000,
     threat_text="L2 128/255", attack_versions="PGD-20 (step eps/4, uniform start) of suite pgd-lite; AutoAttack "
                                                "standard",
@@ -121,8 +135,73 @@ register(TableRecipe(
                                    "L2 training attack: the code's SGD step 2 eps/K is replaced by advbench's L2 "
                                    "PGD step eps/4."),
 ))
-for _t, _why in (("4", "black-box transfer from a surrogate AT model: reproduce has no transfer-source runs yet"),
-                 ("6", "time and GPU memory per epoch: not an accuracy grid"),
-                 ("7", "RayS hard-label attack: ADBD (mean decision-boundary distance) is not an accuracy and no "
-                       "suite runs RayS yet")):
-    no_recipe("randomized-at", _t, _why)
+_T4_BLOCKS = {"CIFAR-10": ("cifar10", {}, 10000), "CIFAR-100": ("cifar100", {}, 10000), "SVHN": ("svhn", _SVHN, 26032)}
+register(TableRecipe(
+    paper="randomized-at", table="4", dataset="cifar10", model="preact-resnet18", norm="linf", eps="8/255",
+    train={**_SCHED},
+    rows={"Wu et al. (2020) [76](0_th)": _AWP0, "+ Ours (1_st + 2_nd)": _A12},
+    columns={f"{d} / {m}": ColumnRecipe("rat-transfer", label)
+             for d in _T4_BLOCKS for m, label in (("Clean", "Clean"), ("PGD", "Transfer-PGD-20"),
+                                                   ("CW", "Transfer-CW-20"))},
+    suites=(("rat-transfer", None),), seeds=(0,), n_eval=10000, main_block="CIFAR-10",
+    blocks=tuple(Block(d, columns=tuple(f"{d} / {m}" for m in ("Clean", "PGD", "CW")), dataset=ds, train=tr,
+                       n_eval=n, note=_SVHN_NOTE if d == "SVHN" else "")
+                 for d, (ds, tr, n) in _T4_BLOCKS.items() if d != "CIFAR-10"),
+    sources={"rat-transfer": Source(defense="pgd-at", options={"steps": 10, "step_size": "2/255"},
+                                    label="PGD-AT surrogate")},
+    threat_text="Linf 0.031 black-box: PGD-20 and CW-20 crafted on a PGD-AT surrogate of the same architecture",
+    attack_versions="suite rat-transfer: PGD-20 / CW-20 (eps 0.031, step 0.003, random start) on the surrogate",
+    compute="2 PreAct-ResNet18 AWP-TRADES runs + 1 PGD-AT surrogate per dataset x 200 epochs",
+    discrepancies=_RAT_DISC + ("The surrogate is 'a surrogate normal adversarial training model (with same "
+                               "setting)': PGD-AT (10 x 2/255) with the table's architecture and schedule, seed + "
+                               "1000 [INFERRED].",),
+))
+register(TableRecipe(
+    paper="randomized-at", table="6", dataset="cifar10", model="preact-resnet18", norm="linf", eps="8/255",
+    train={**_SCHED_T1},
+    rows={"Zhang et al. (2019) [82] (0_th)": _TRADES0, "+ Ours (1_st)": _T1, "+ Ours (1_st + 2_nd)": _T12},
+    columns={"Time/Epoch": ColumnRecipe(None, "Time/Epoch", measure="seconds_per_epoch",
+                                        relative_to="Zhang et al. (2019) [82] (0_th)"),
+             "GPU Memory": ColumnRecipe(None, "GPU Memory", measure="peak_memory_mb",
+                                        relative_to="Zhang et al. (2019) [82] (0_th)")},
+    suites=(), seeds=(0,), n_eval=10000,
+    threat_text="cost of training (no attack): seconds per epoch and peak memory, batch 128",
+    attack_versions="none (measured while training: seconds per epoch, peak memory)",
+    compute="3 PreAct-ResNet18 runs; one epoch each is enough to measure (the paper: one A100)",
+    discrepancies=("The paper measures on one A100 (batch 128): absolute values compare only on the same hardware; "
+                   "at smoke scale the grid shows ratios to the TRADES row, and on a CPU memory is the process's peak "
+                   "RSS, not GPU memory.",),
+))
+register(TableRecipe(
+    paper="randomized-at", table="7", dataset="cifar10", model="preact-resnet18", norm="linf", eps="8/255",
+    train={**_SCHED},
+    rows={"TRADES": _TRADES0, "TRADES+1_st+2_nd": _T12},
+    columns={"Clean Acc": ColumnRecipe("rat-rays", "Clean"),
+             "ADBD": ColumnRecipe("rat-rays", "RayS", value="adbd"),
+             "RayS Acc": ColumnRecipe("rat-rays", "RayS")},
+    suites=(("rat-rays", "0.031"),), seeds=(0,), n_eval=10000,
+    threat_text="Linf 0.031, hard-label RayS (10000 queries)",
+    attack_versions="suite rat-rays: RayS (hard-label Linf ray search, 10000 queries); ADBD = mean Linf distance to "
+                    "the boundary found over clean-correct images",
+    compute="the Table 1/2 runs + RayS at 10000 queries on 10k images: ~1 GPU-hour per model",
+    discrepancies=_RAT_DISC[:2] + ("RayS's budget, eps and sample count are not stated: 10000 queries at 0.031 "
+                                   "(RayS's reference usage) on the full test set; a point with no boundary found "
+                                   "counts 1.0 in ADBD.",),
+))
+
+
+def define_suites() -> dict[str, tuple[list[SuiteEntry], str]]:
+    """The suites of RAT's black-box tables (registered by :mod:`advbench.papers.suites` on first lookup)."""
+    from advbench.attacks.suites import SuiteEntry
+
+    return {
+        "rat-transfer": ([
+            SuiteEntry("Transfer-PGD-20", "transfer", {"method": "pgd", "steps": 20, "step_size": 0.003},
+                       eps="0.031"),
+            SuiteEntry("Transfer-CW-20", "transfer", {"method": "cw-inf", "steps": 20, "step_size": 0.003},
+                       eps="0.031"),
+        ], "RAT Table 4: PGD-20 and CW-20 (eps 0.031, step 0.003, random start) crafted on a PGD-AT surrogate "
+           "(--source)"),
+        "rat-rays": ([SuiteEntry("RayS", "rays", {"max_queries": 10000})],
+                     "RAT Table 7: RayS hard-label attack (10000 queries): robust accuracy and ADBD"),
+    }

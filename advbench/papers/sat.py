@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from advbench.papers.recipes import ColumnRecipe, RowRecipe, TableRecipe, register
+from advbench.papers.recipes import Block, ColumnRecipe, RowRecipe, TableRecipe, no_recipe, register
 
 _ROWS = {
     "AT [23]": RowRecipe("pgd-at", {"steps": 10}),
@@ -29,18 +29,31 @@ def _block(prefix: str) -> dict[str, ColumnRecipe]:
     }
 
 
-_EPS045 = "eps 0.45 block: not planned (a recipe has one training threat model; the grid shows 0.3 runs)"
-_OTHER = "other dataset/architecture block: run 'advbench reproduce sat --table 1 --dataset D --model M'"
+def _cols(prefix: str) -> tuple[str, ...]:
+    return tuple(f"{prefix} / {m}" for m in ("Clean", "Adv", "Sum"))
+
+
+_WRN_STEPS = {"H-SAT (ours)": {"lambda_schedule": "step-wrn"}, "P-SAT (ours)": {"lambda_schedule": "step-wrn"}}
+_WRN_NOTE = ("App. A: lr 0.1 for WideResNet ('0.05 (PRN-20) / 0.1 (WRN)'); the lambda schedule listed for WRN "
+             "is the step schedule +1/3 at epochs 30, 40, 50 (step-wrn), used for H-SAT and P-SAT here")
+_C100_NOTE = "App. A: weight decay 2e-4 for CIFAR-100 (5e-4 for CIFAR-10)"
 register(TableRecipe(
     paper="sat", table="1", dataset="cifar10", model="preact-resnet20", norm="linf", eps="8/255",
     train={"epochs": 100, "batch_size": 128, "lr": 0.05, "schedule": "multistep", "milestones": [40, 60, 80],
            "momentum": 0.9, "weight_decay": 5e-4, "select": "val-robust"},
     rows=dict(_ROWS),
-    columns={**_block("CIFAR-10 / PreAct-ResNet-20"),
-             **{f"{d} / {a} / {m}": _OTHER for d, a in (("CIFAR-10", "WideResNet-34-10"),
-                                                          ("CIFAR-100", "PreAct-ResNet-20"),
-                                                          ("CIFAR-100", "WideResNet-34-10"))
-                for m in ("Clean", "Adv", "Sum")}},
+    columns={**_block("CIFAR-10 / PreAct-ResNet-20"), **_block("CIFAR-10 / WideResNet-34-10"),
+             **_block("CIFAR-100 / PreAct-ResNet-20"), **_block("CIFAR-100 / WideResNet-34-10")},
+    main_block="CIFAR-10 / PreAct-ResNet-20",
+    blocks=(
+        Block("CIFAR-10 / WideResNet-34-10", columns=_cols("CIFAR-10 / WideResNet-34-10"), model="wrn-34-10",
+              train={"lr": 0.1}, row_options=_WRN_STEPS, note=_WRN_NOTE),
+        Block("CIFAR-100 / PreAct-ResNet-20", columns=_cols("CIFAR-100 / PreAct-ResNet-20"), dataset="cifar100",
+              train={"weight_decay": 2e-4}, note=_C100_NOTE),
+        Block("CIFAR-100 / WideResNet-34-10", columns=_cols("CIFAR-100 / WideResNet-34-10"), dataset="cifar100",
+              model="wrn-34-10", train={"lr": 0.1, "weight_decay": 2e-4}, row_options=_WRN_STEPS,
+              note=f"{_WRN_NOTE}; {_C100_NOTE}"),
+    ),
     suites=(("autoattack", None),), seeds=(0,), n_eval=10000,
     threat_text="Linf 8/255", attack_versions="AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square), seed 0",
     compute="6 defenses x PRN-20 x 100 epochs: ~6 h each on a 1080 Ti (paper, P-SAT); WRN-34-10 ~24 h each",
@@ -55,27 +68,42 @@ register(TableRecipe(
                                               ("Adv", ColumnRecipe("autoattack", "AutoAttack")),
                                               ("Sum", ColumnRecipe(None, "Sum", transform="sum",
                                                                    parts=("0.3 / Clean", "0.3 / Adv"))))},
-             **{f"0.45 / {m}": _EPS045 for m in ("Clean", "Adv", "Sum")}},
+             **_block("0.45")},
+    main_block="0.3",
+    blocks=(Block("0.45", columns=_cols("0.45"), eps="0.45",
+                  note="Table 2 trains and attacks every defense at eps 0.45 too; AT collapses there (the paper: "
+                       "'no combination ... allowed AT to effectively train')"),),
     suites=(("autoattack", None),), seeds=(0,), n_eval=10000,
     threat_text="Linf 0.3", attack_versions="AutoAttack standard, seed 0",
     compute="6 defenses x 70 epochs of the 3-conv CNN: ~2 h each on a 1080 Ti",
     discrepancies=("CNN strides not printed (CleverHans-style 2, 2, 1 assumed).", *_DISC[1:]),
 ))
-_BLOCK = "{} block: run 'advbench reproduce sat --table 3{}' (its runs then fill the CIFAR-10 / 16/255 columns)"
-_EPS24 = "24/255 block: not planned (a recipe has one training threat model; the grid shows 16/255 runs)"
+_IMAGENETTE = {"lr": 0.1}
+_DAT_IMAGENETTE = {"DAT [30]": {"fosc_epochs": 40.0}}
+_IMAGENETTE_NOTE = ("App. A: ResNet-34 at 224x224, lr 0.1 ÷10 at 40/60/80; DAT's FOSC threshold decays over 40 "
+                    "epochs for Imagenette")
 register(TableRecipe(
     paper="sat", table="3", dataset="cifar10", model="preact-resnet20", norm="linf", eps="16/255",
     train={"epochs": 100, "batch_size": 128, "lr": 0.05, "schedule": "multistep", "milestones": [40, 60, 80],
            "momentum": 0.9, "weight_decay": 5e-4, "select": "val-robust"},
     rows={k: (RowRecipe("dat", {"fosc_epochs": 50.0}) if k == "DAT [30]" else v)
           for k, v in _ROWS.items() if k != "CAT20 [7]"},
-    columns={**_block("CIFAR-10 / 16/255"),
-             **{f"{d} / 24/255 / {m}": _EPS24 for d in ("CIFAR-10", "Imagenette") for m in ("Clean", "Adv", "Sum")},
-             **{f"Imagenette / 16/255 / {m}": _BLOCK.format("Imagenette / 16/255", " --dataset imagenette --model "
-                                                            "resnet34") for m in ("Clean", "Adv", "Sum")}},
+    columns={**_block("CIFAR-10 / 16/255"), **_block("CIFAR-10 / 24/255"), **_block("Imagenette / 16/255"),
+             **_block("Imagenette / 24/255")},
+    main_block="CIFAR-10 / 16/255",
+    blocks=(
+        Block("CIFAR-10 / 24/255", columns=_cols("CIFAR-10 / 24/255"), eps="24/255",
+              note="the PRN-20 CIFAR-10 runs trained and attacked at 24/255"),
+        Block("Imagenette / 16/255", columns=_cols("Imagenette / 16/255"), dataset="imagenette", model="resnet34",
+              train=_IMAGENETTE, row_options=_DAT_IMAGENETTE, note=_IMAGENETTE_NOTE),
+        Block("Imagenette / 24/255", columns=_cols("Imagenette / 24/255"), dataset="imagenette", model="resnet34",
+              eps="24/255", train=_IMAGENETTE, row_options=_DAT_IMAGENETTE, note=_IMAGENETTE_NOTE),
+    ),
     suites=(("autoattack", None),), seeds=(0,), n_eval=10000,
     threat_text="Linf 16/255", attack_versions="AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square), seed 0",
     compute="5 defenses x PRN-20 x 100 epochs: ~6 h each on a 1080 Ti; Imagenette ResNet-34 ~1 day each",
     discrepancies=(*_DISC, "DAT's FOSC threshold decays over 50 epochs at 16/255 and 24/255 (App. A).",
                    "Training PGD at large eps: 10 steps of eps/4 (the paper's 10 x 2/255 cannot reach 24/255)."),
 ))
+no_recipe("sat", "4", "compares the curriculum constraints of CAT18, DAT and SAT in words and formulas (App. B): "
+                    "no numbers to measure", kind="not numeric")

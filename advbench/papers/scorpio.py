@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from advbench.papers.recipes import ColumnRecipe, RowRecipe, TableRecipe, register
+from advbench.papers.recipes import ColumnRecipe, RowRecipe, TableRecipe, no_recipe, register
 
 if TYPE_CHECKING:
     from advbench.attacks.suites import SuiteEntry
@@ -76,3 +76,5 @@ for _t, _norm, _eps in (("7(a)", "l2", "0.5"), ("7(b)", "linf", "8/255")):
         compute="5 ResNet-18 runs on SVHN: ~10 GPU-hours",
         discrepancies=_DISC,
     ))
+no_recipe("scorpio", "roles", "the unnumbered table of pertinent positive / negative roles of delta_max and delta_min "
+                            "(Sec. 5): words, not numbers", kind="not numeric")

@@ -77,7 +77,7 @@ def ensure_suite(name: str) -> str:
 def _cheaper(entry: SuiteEntry) -> tuple[dict[str, Any], str]:
     """Smoke options of an expensive entry: AutoAttack keeps APGD-CE and APGD-T (FAB-T and Square, slow on a CPU
     and rarely decisive on unmasked models, are dropped); lone targeted components attack 3 target classes;
-    Square gets 1000 queries. Returns (options, what changed)."""
+    Square gets 1000 queries, RayS 2000. Returns (options, what changed)."""
     o = dict(entry.options)
     if entry.attack == "autoattack" and o.get("version", "standard") == "standard":
         return ({**o, "version": "custom", "attacks": ["apgd-ce", "apgd-t"], "n_restarts": 1},
@@ -86,6 +86,8 @@ def _cheaper(entry: SuiteEntry) -> tuple[dict[str, Any], str]:
         return {**o, "n_target_classes": 3}, "3 target classes"
     if entry.attack == "square" and "n_queries" not in o:
         return {**o, "n_queries": 1000}, "1000 queries"
+    if entry.attack == "rays" and int(o.get("max_queries", 10000)) > 2000:
+        return {**o, "max_queries": 2000}, "2000 queries"
     return o, ""
 
 

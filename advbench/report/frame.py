@@ -89,7 +89,8 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
     """
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
-    for run in runs.find_runs(list(paths)):
+    found = runs.find_runs(list(paths))
+    for run in found:
         try:
             _record, base = _run_base(run)
         except (runs.CorruptFile, runs.MissingFile, runs.UnreadableFile, KeyError, TypeError, ValueError) as err:
@@ -104,6 +105,7 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
                 skipped.append(f"{f}: {_reason(err)}")
     frame = pd.DataFrame(rows, columns=COLUMNS) if not rows else _one_run_per_seed(pd.DataFrame(rows), skipped)
     frame.attrs["skipped"] = skipped
+    frame.attrs["runs"] = [str(r) for r in found]  # every run, also those with no attack results (measurements)
     return frame
 
 

@@ -94,7 +94,13 @@ def choose_runs(frame: pd.DataFrame, recipe: TableRecipe) -> tuple[Chosen, int]:
     superseded = 0
     blocks = blocks_of(recipe)
     views = {b.name: block_recipe(recipe, b) for b in blocks}
-    for run, sub in frame.groupby("run", sort=False):
+    groups = list(frame.groupby("run", sort=False)) if not frame.empty else []
+    seen = {str(run) for run, _ in groups}
+    # runs with no attack results still fill measurement columns (seconds per epoch, memory)
+    groups += [(run, frame.iloc[0:0]) for run in frame.attrs.get("runs", []) if run not in seen]
+    for run, sub in groups:
+        if not (Path(run) / "config.json").is_file():
+            continue
         record = runs.read_json(Path(run) / "config.json")
         cfg = record["config"]
         hit = _block_and_row(recipe, blocks, views, record, paper_meta(Path(run)))

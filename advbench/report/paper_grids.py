@@ -94,7 +94,7 @@ def build_paper_grid(frame: pd.DataFrame, paper: str, table: str) -> PaperGrid:
     layout = table_layout(paper, tid)
     recipe = get_recipe(paper, tid)
     grid = PaperGrid(layout, recipe)
-    if recipe is None or frame.empty:
+    if recipe is None or (frame.empty and not frame.attrs.get("runs")):
         grid.caption = _caption(grid, frame, [])
         grid.notes = _missing_notes(grid)
         return grid
