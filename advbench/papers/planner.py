@@ -64,6 +64,7 @@ class Planner:
         self.recipe, self.sm, self.device, self.model_override = recipe, sm, device, model
         self.block = block
         self.rows: dict[tuple[str, int], PlannedRun | None] = {}  # (row, seed) -> its run (None: the base run)
+        self.planning: set[tuple[str, int]] = set()  # rows being planned (a source cycle stops here)
         self.smoke_scale = scale == "smoke"
         self.out_dir = out / f"{recipe.paper}-table{recipe.table.replace('(', '').replace(')', '')}-{scale}"
         self.base_dir = out / "smoke-base" if self.smoke_scale else self.out_dir
@@ -148,6 +149,8 @@ class Planner:
         out: dict[str, str] = {}
         for suite, src in self.recipe.sources.items():
             if src.row is not None:
+                if (src.row, seed) in self.planning:  # a row is not its own source (nor its source's)
+                    continue
                 run = self.row_run(src.row, seed)
                 out[suite] = run.hash if run is not None else self.base_for(seed, net).hash
                 continue
@@ -172,7 +175,9 @@ class Planner:
         if (label, seed) not in self.rows:
             row = self.recipe.rows[label]
             assert isinstance(row, RowRecipe)
+            self.planning.add((label, seed))
             self.rows[(label, seed)] = self.plan_row(label, row, seed)
+            self.planning.discard((label, seed))
         return self.rows[(label, seed)]
 
     def plan_row(self, label: str, row: RowRecipe, seed: int, attacked: bool = True) -> PlannedRun | None:

@@ -107,9 +107,9 @@ def build_paper_grid(frame: pd.DataFrame, paper: str, table: str) -> PaperGrid:
         grid.runs_per_row.setdefault(label, []).append(run)
         for col, v in run_values(run, recipe, block, sub, cfg["eps"]).items():
             grid.values.setdefault((label, col), []).append(v)
-    _relative(grid, recipe, matched_runs)
     grid.caption = _caption(grid, frame, matched_runs)
     grid.notes = _missing_notes(grid)
+    _relative(grid, recipe, matched_runs)
     if superseded:
         grid.notes.append(f"{superseded} older run(s) of the same row and seed ignored (the newest run counts)")
     return grid
@@ -194,7 +194,9 @@ def _caption(grid: PaperGrid, frame: pd.DataFrame, matched: list[str]) -> str:
     parts = [f"dataset: {ds} (paper: {r.dataset})", f"model: {md} (paper: {r.model})",
              f"threat: {r.threat_text or f'{r.norm} {r.eps}'}", f"n-eval: {n}", f"attacks: {attacks}",
              f"scale: {', '.join(dict.fromkeys(scales)) or 'unknown (runs not made by reproduce)'}"]
-    text = f"{head} — accuracy (%); " + "; ".join(parts) + "; mean ± std over seeds; bold = best measured per column"
+    measured = [c for c in r.columns.values() if isinstance(c, ColumnRecipe) and (c.measure or c.value)]
+    unit = "accuracy (%)" if not measured else "measurements (units as the paper prints them; see attacks)"
+    text = f"{head} — {unit}; " + "; ".join(parts) + "; mean ± std over seeds; bold = best measured per column"
     for s in dict.fromkeys(subst):
         text += f"; NOTE: {s}"
     return text

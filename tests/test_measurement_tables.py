@@ -1,0 +1,52 @@
+"""Tables that measure something other than accuracy, and grids filled block by block (issue 15 parts 1 and 3),
+end to end at a tiny smoke scale on the embedded synthetic data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from advbench import api, runs
+from advbench.report import load_frame
+from advbench.report.paper_grids import build_paper_grid
+
+TINY = {"epochs": 1, "base_epochs": 1, "base_n_train": 48, "n_train": 48, "batch_size": 16, "val_n": 8,
+        "val_attack_steps": 1, "train_attack_steps": 2, "n_eval": 8, "n_eval_expensive": 4,
+        "synthetic_options": {"n_train": 120, "n_test": 16}}
+
+
+def _seconds_per_epoch(run: Path) -> float:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return sum(r["train_seconds"] for r in rows) / len(rows)
+
+
+def test_rat_table6_cost_grid_shows_ratios_to_trades_at_smoke_scale(tmp_path):
+    _, text = api.reproduce("randomized-at", "6", out=tmp_path, smoke=TINY, device="cpu")
+    frame = load_frame([tmp_path / "randomized-at-table6-smoke"])
+    grid = build_paper_grid(frame, "randomized-at", "6")
+    trades = "Zhang et al. (2019) [82] (0_th)"
+    assert grid.values[(trades, "Time/Epoch")] == [1.0] and grid.values[(trades, "GPU Memory")] == [1.0]
+    runs_of = {row: Path(r[0]) for row, r in grid.runs_per_row.items()}
+    for row in ("+ Ours (1_st)", "+ Ours (1_st + 2_nd)"):
+        expect = _seconds_per_epoch(runs_of[row]) / _seconds_per_epoch(runs_of[trades])
+        assert grid.values[(row, "Time/Epoch")] == [pytest.approx(expect)]
+        peak = runs.read_json(runs_of[row] / "summary.json")["peak_mem_bytes"]
+        ref = runs.read_json(runs_of[trades] / "summary.json")["peak_mem_bytes"]
+        assert grid.values[(row, "GPU Memory")] == [pytest.approx(peak / ref)]
+    assert any("ratios to row" in note for note in grid.notes) and "Time/Epoch" in text
+
+
+def test_sat_table2_fills_each_eps_block_from_its_own_runs(tmp_path):
+    rows = ["P-SAT (ours)"]
+    api.reproduce("sat", "2", out=tmp_path, rows=rows, smoke=TINY, device="cpu")
+    grid = build_paper_grid(load_frame([tmp_path]), "sat", "2")
+    run03, run045 = sorted(grid.runs_per_row["P-SAT (ours)"],
+                           key=lambda r: runs.read_json(Path(r) / "config.json")["config"]["eps"])
+    assert runs.read_json(Path(run03) / "config.json")["config"]["eps"] == "0.3"
+    assert runs.read_json(Path(run045) / "config.json")["config"]["eps"] == "0.45"
+    assert runs.read_json(Path(run045) / "paper.json")["blocks"] == {"sat:2": "0.45"}
+    for block, run in (("0.3", run03), ("0.45", run045)):
+        clean = runs.read_json(Path(run) / "attacks" / "autoattack-smoke4.json")["clean"]["accuracy"]
+        assert grid.values[("P-SAT (ours)", f"{block} / Clean")] == [pytest.approx(100 * clean)]
