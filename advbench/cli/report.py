@@ -114,9 +114,12 @@ def reproduce(
         t = Table(title="paper tables (advbench reproduce PAPER --table N)")
         for col in ("paper", "table", "status", "detail"):
             t.add_column(col)
-        for p, tab, status, detail in all_tables():
+        tables = all_tables()
+        for p, tab, status, detail in tables:
             t.add_row(p, tab, status, detail)
         console().print(t)
+        counts = {s: sum(1 for *_, st, _d in tables if st == s) for s in dict.fromkeys(st for *_, st, _d in tables)}
+        console().print(f"{len(tables)} tables: " + ", ".join(f"{n} {s}" for s, n in counts.items()), markup=False)
         return
     if table is None:
         raise UserError(f"missing --table; list the tables of {paper} with 'advbench reproduce --list'")
