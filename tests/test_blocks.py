@@ -145,3 +145,30 @@ def test_cli_block_option(tmp_path, capsys):
     code = main(["reproduce", "sat", "--table", "2", "--block", "0.5", "--dry-run", "--out", str(tmp_path)])
     out, err = capsys.readouterr()
     assert code == 2 and "has no block '0.5'; blocks: 0.3, 0.45" in err and len(err.strip().splitlines()) == 1
+
+
+def test_swept_row_plans_one_run_per_value_and_keeps_the_default_values_run_name(tmp_path):
+    plan = make_plan("scorpio", "2(a)", scale="paper", out=tmp_path, device="cpu", rows=["Gradient Reg"])
+    runs = [p for p in plan.runs if p.row == "Gradient Reg"]
+    assert sorted(p.settings.get("defense.lam", 0.1) for p in runs) == [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
+    assert any("the grid keeps the largest lam" in n for n in plan.notes)
+
+
+def test_sweep_keeps_the_largest_value_within_the_tolerance_of_the_reference():
+    import pandas as pd
+
+    from advbench.report.grid_runs import pick_sweeps
+
+    recipe = get_recipe("scorpio", "2(a)")
+
+    def entry(clean):
+        sub = pd.DataFrame([{"kind": "clean", "accuracy": clean}])
+        return (0.0, "run", sub, {}, None)
+
+    chosen = {("main", "Adv Train (PGD-10)", 0, None): entry(0.80),
+              **{("main", "Gradient Reg", 0, lam): entry(acc) for lam, acc in
+                 ((0.01, 0.92), (0.1, 0.85), (1.0, 0.79), (10.0, 0.60))}}
+    notes = pick_sweeps(chosen, recipe)
+    kept = [k[3] for k in chosen if k[1] == "Gradient Reg"]
+    assert kept == [1.0]  # 79 >= 80 - 2; 10.0 (60) is too far below AT's 80
+    assert "lam = 1 kept" in notes[0] and "10: 60.0" in notes[0]

@@ -300,7 +300,8 @@ def test_jobs_2_runs_independent_runs_in_processes_and_reruns_skip_them(tmp_path
     rows = ["Gradient Reg", "Adv Train (PGD-10)"]
     _, text = api.reproduce("scorpio", "2b", out=tmp_path, rows=rows, smoke=_TINY, device="cpu", jobs=2, threads=1)
     plan = make_plan("scorpio", "2b", out=tmp_path, rows=rows, smoke=_TINY, device="cpu")
-    assert [p.action for p in plan.runs] == ["done", "done", "done"]  # base + two rows, all completed
+    # base + Gradient Reg's two smoke sweep values + AT, all completed
+    assert [p.action for p in plan.runs] == ["done"] * 4
     for p in plan.runs[1:]:
         assert runs.read_json(Path(p.existing) / "summary.json")["status"] == "completed"
         assert (Path(p.existing) / "attacks" / "scorpio.json").is_file()

@@ -19,6 +19,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from advbench.defenses import DEFENSES
 from advbench.errors import UserError
 from advbench.papers import paper_names
 from advbench.papers.planned import (  # noqa: F401  (the plan's public names live here)
@@ -36,7 +37,7 @@ from advbench.papers.planned import (  # noqa: F401  (the plan's public names li
 )
 from advbench.papers.planner import Planner, skip_reason
 from advbench.papers.published import table_id
-from advbench.papers.recipes import SMOKE, Block, TableRecipe, block_recipe, blocks_of, get_recipe
+from advbench.papers.recipes import SMOKE, Block, RowRecipe, TableRecipe, block_recipe, blocks_of, get_recipe
 from advbench.papers.status import table_status
 from advbench.registry import unknown_name_message
 
@@ -129,8 +130,29 @@ def _plan_block(planner: Planner, seeds: list[int] | None, rows: list[str] | Non
             planner.plan.skipped_rows[label] = why
             continue
         for seed in the_seeds:
-            planner.row_run(label, seed)
-    return planner.finish([p for p in planner.rows.values() if p is not None])
+            if isinstance(row, RowRecipe) and row.sweep is not None:
+                _plan_sweep(planner, label, row, seed)
+            else:
+                planner.row_run(label, seed)
+    return planner.finish([p for p in [*planner.rows.values(), *planner.sweeps] if p is not None])
+
+
+def _plan_sweep(planner: Planner, label: str, row: RowRecipe, seed: int) -> None:
+    """One run per value of the row's sweep (the grid keeps the one the sweep's rule picks)."""
+    sweep = row.sweep
+    assert sweep is not None
+    values = sweep.smoke_values if planner.smoke_scale and sweep.smoke_values else sweep.values
+    defaults = {f.name: f.default for f in dataclasses.fields(DEFENSES.get(row.defense).Options)}
+    for value in values:
+        # the default value is left implicit: the run is then the row's run without a sweep (same hash, reused)
+        extra = {} if defaults.get(sweep.option) == value else {sweep.option: value}
+        one = dataclasses.replace(row, options={**row.options, **extra}, sweep=None)
+        run = planner.plan_row(label, one, seed)
+        if run is not None:
+            planner.sweeps.append(run)
+    note = f"{label}: {len(values)} runs ({sweep.option} sweep); the grid keeps {sweep.text()}"
+    if note not in planner.plan.notes:
+        planner.plan.notes.append(note)
 
 
 def _merged(recipe: TableRecipe, plans: list[tuple[Block, Plan]], skipped_blocks: dict[str, str], scale: str,
@@ -143,7 +165,7 @@ def _merged(recipe: TableRecipe, plans: list[tuple[Block, Plan]], skipped_blocks
         return plan
     main_block, main = plans[0]
     merged = dataclasses.replace(main, recipe=recipe, runs=[], skipped_rows={}, blocks={},
-                                 skipped_blocks=skipped_blocks)
+                                 skipped_blocks=skipped_blocks, notes=[])
     seen: set[tuple[str, str]] = set()
     for base_first in (True, False):
         for _block, plan in plans:
@@ -156,4 +178,5 @@ def _merged(recipe: TableRecipe, plans: list[tuple[Block, Plan]], skipped_blocks
             merged.blocks[block.name] = _block_text(block)
         prefix = "" if block is main_block else f"{block.name}: "
         merged.skipped_rows.update({prefix + row: why for row, why in plan.skipped_rows.items()})
+        merged.notes += [prefix + n for n in plan.notes if prefix + n not in merged.notes]
     return merged

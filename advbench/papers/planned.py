@@ -106,6 +106,7 @@ class Plan:
     smoke: dict[str, Any] = field(default_factory=dict)  # the effective smoke settings (recorded per run)
     blocks: dict[str, str] = field(default_factory=dict)  # block planned -> one line of its settings
     skipped_blocks: dict[str, str] = field(default_factory=dict)  # block not planned -> why
+    notes: list[str] = field(default_factory=list)  # e.g. how a swept row's run is picked
 
     def describe(self) -> str:
         """Human-readable plan (``--dry-run``)."""
@@ -117,6 +118,7 @@ class Plan:
         if self.scale == "smoke":
             lines.append(f"  smoke: {smoke_text(self.smoke)}")
         lines += [f"  block {name}: {text}" for name, text in self.blocks.items()]
+        lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  [skip  ] block {name}: {why}" for name, why in self.skipped_blocks.items()]
         names = {p.hash: p.name for p in self.runs}
         sources = {h for p in self.runs for h in (p.source, *p.sources.values()) if h}

@@ -65,6 +65,7 @@ class Planner:
         self.block = block
         self.rows: dict[tuple[str, int], PlannedRun | None] = {}  # (row, seed) -> its run (None: the base run)
         self.planning: set[tuple[str, int]] = set()  # rows being planned (a source cycle stops here)
+        self.sweeps: list[PlannedRun] = []  # one run per value of a row's sweep
         self.smoke_scale = scale == "smoke"
         self.out_dir = out / f"{recipe.paper}-table{recipe.table.replace('(', '').replace(')', '')}-{scale}"
         self.base_dir = out / "smoke-base" if self.smoke_scale else self.out_dir

@@ -98,6 +98,26 @@ class RowRecipe:
     smoke_model: str | None = None  # model at smoke scale (default: the smoke model)
     norm: str | None = None  # the row's own training threat model (SOAR Tables 9, 10, 13: L2-trained baselines)
     eps: str | None = None
+    #: a hyperparameter the paper tuned: one run per value, the grid keeps the one :attr:`pick` chooses
+    sweep: Sweep | None = None
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A row's hyperparameter search: ``option`` over ``values`` (``smoke_values`` at smoke scale), and the rule
+    that picks the printed run: the largest value whose clean accuracy is within ``tolerance`` points of row
+    ``reference``'s (SCORPIO: "as large as possible while still nearly matching the clean accuracy of AT")."""
+
+    option: str
+    values: tuple[float, ...]
+    reference: str
+    tolerance: float = 2.0
+    smoke_values: tuple[float, ...] = ()
+
+    def text(self) -> str:
+        """The rule in words (plan and grid notes)."""
+        return (f"the largest {self.option} in {list(self.values)} whose clean accuracy is within {self.tolerance:g} "
+                f"points of row {self.reference!r}")
 
 
 @dataclass(frozen=True)

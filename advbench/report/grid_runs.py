@@ -28,8 +28,8 @@ from advbench.papers.recipes import (
     smoke_suite_parent,
 )
 
-#: (block, row, seed) -> (mtime, run, its results, its config, its block)
-Chosen = dict[tuple[str, str, Any], tuple[float, str, pd.DataFrame, dict[str, Any], Block]]
+#: (block, row, seed, swept value) -> (mtime, run, its results, its config, its block)
+Chosen = dict[tuple[str, str, Any, Any], tuple[float, str, pd.DataFrame, dict[str, Any], Block]]
 
 
 def stored_options(record: dict[str, Any]) -> dict[str, Any]:
@@ -107,15 +107,51 @@ def choose_runs(frame: pd.DataFrame, recipe: TableRecipe) -> tuple[Chosen, int]:
         if hit is None:
             continue
         block, label = hit
-        # several runs of one row and seed (e.g. an older smoke setting): the newest one counts
+        # several runs of one row and seed (e.g. an older smoke setting): the newest one counts; the runs of a
+        # swept row count per value (:func:`pick_sweeps` keeps one)
         when = (Path(run) / "config.json").stat().st_mtime
-        slot = (block.name, label, cfg.get("seed"))
+        row = views[block.name].rows[label]
+        value = stored_options(record).get(row.sweep.option) if isinstance(row, RowRecipe) and row.sweep else None
+        slot = (block.name, label, cfg.get("seed"), value)
         if slot in chosen:
             superseded += 1
             if chosen[slot][0] >= when:
                 continue
         chosen[slot] = (when, str(run), sub, cfg, block)
     return chosen, superseded
+
+
+def _clean(sub: pd.DataFrame) -> float | None:
+    hit = sub[sub["kind"] == "clean"] if not sub.empty else sub
+    return None if hit.empty else 100.0 * float(hit["accuracy"].iloc[0])
+
+
+def pick_sweeps(chosen: Chosen, recipe: TableRecipe) -> list[str]:
+    """Keep one run per (block, swept row, seed): the one its :class:`~advbench.papers.recipes.Sweep` picks (the
+    largest value whose clean accuracy is within the tolerance of the reference row's); returns notes saying
+    which value each row kept and why."""
+    notes: list[str] = []
+    groups: dict[tuple[str, str, Any], list[tuple[Any, float | None]]] = {}
+    for (block, label, seed, value), (_w, _run, sub, _cfg, _b) in chosen.items():
+        if value is not None:
+            groups.setdefault((block, label, seed), []).append((value, _clean(sub)))
+    for (block, label, seed), candidates in groups.items():
+        row = recipe.rows[label]
+        assert isinstance(row, RowRecipe) and row.sweep is not None
+        ref = [_clean(v[2]) for k, v in chosen.items() if k[:3] == (block, row.sweep.reference, seed)]
+        ref_clean = ref[0] if ref else None
+        ok = [(float(v), c) for v, c in candidates if c is not None and ref_clean is not None
+              and c >= ref_clean - row.sweep.tolerance]
+        keep = max(ok)[0] if ok else min(float(v) for v, _ in candidates)
+        for value, _c in candidates:
+            if float(value) != keep:
+                del chosen[(block, label, seed, value)]
+        tried = ", ".join(f"{v:g}: {c:.1f}" if c is not None else f"{v:g}: -" for v, c in sorted(
+            (float(v), c) for v, c in candidates))
+        why = (f"within {row.sweep.tolerance:g} points of {row.sweep.reference!r} ({ref_clean:.1f})" if ok else
+               "none within the tolerance (or no reference run): the smallest value")
+        notes.append(f"{label}: {row.sweep.option} = {keep:g} kept ({why}; clean accuracy per value: {tried})")
+    return notes
 
 
 def _block_and_row(recipe: TableRecipe, blocks: list[Block], views: dict[str, TableRecipe], record: dict[str, Any],

@@ -26,7 +26,7 @@ from advbench.papers.recipes import (
     smoke_suite_parent,
     smoke_text,
 )
-from advbench.report.grid_runs import choose_runs, paper_meta, run_values
+from advbench.report.grid_runs import choose_runs, paper_meta, pick_sweeps, run_values
 from advbench.report.html import html_page
 from advbench.report.latex import latex_table
 
@@ -102,13 +102,14 @@ def build_paper_grid(frame: pd.DataFrame, paper: str, table: str) -> PaperGrid:
     # the frame already keeps one run per configuration and seed (report.frame); those it passed over count too
     superseded += sum(1 for line in frame.attrs.get("skipped", []) if line.endswith("(counted once)"))
     matched_runs: list[str] = []
-    for (_block, label, _seed), (_when, run, sub, cfg, block) in chosen.items():
+    sweep_notes = pick_sweeps(chosen, recipe)
+    for (_block, label, _seed, _value), (_when, run, sub, cfg, block) in chosen.items():
         matched_runs.append(run)
         grid.runs_per_row.setdefault(label, []).append(run)
         for col, v in run_values(run, recipe, block, sub, cfg["eps"]).items():
             grid.values.setdefault((label, col), []).append(v)
     grid.caption = _caption(grid, frame, matched_runs)
-    grid.notes = _missing_notes(grid)
+    grid.notes = _missing_notes(grid) + sweep_notes
     _relative(grid, recipe, matched_runs)
     if superseded:
         grid.notes.append(f"{superseded} older run(s) of the same row and seed ignored (the newest run counts)")
