@@ -156,6 +156,9 @@ class TrainConfig:
     dist_backend: DistBackend = "auto"  # auto: nccl for CUDA, gloo for CPU
     # memory recording: peak memory of every k-th training step (metrics.jsonl, summary.json)
     mem_every: int = 1
+    # epochs (1-based, counted at their end) whose weights are kept as checkpoints/epoch-N.pt besides best/last:
+    # the checkpoints a paper evaluates (RAT: "the highest robustness that ever achieved at different checkpoints")
+    save_epochs: list[int] = field(default_factory=list)
     dataset_options: dict[str, Any] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=dict)
     defense_options: dict[str, Any] = field(default_factory=dict)
@@ -177,6 +180,8 @@ class TrainConfig:
             raise UserError(f"--set weight_decay must be >= 0, got {self.weight_decay}")
         if not self.gamma > 0:
             raise UserError(f"--set gamma must be > 0, got {self.gamma}")
+        if any(not 1 <= e <= self.epochs for e in self.save_epochs):
+            raise UserError(f"--set save_epochs must be epochs in 1..{self.epochs}, got {list(self.save_epochs)}")
         if any(m < 0 for m in self.milestones):
             raise UserError(f"--set milestones must be epochs >= 0, got {list(self.milestones)}")
         value, text = parse_eps(self.eps)
@@ -207,7 +212,10 @@ def lr_factor(cfg: TrainConfig, t: float) -> float:
 TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 #: how a run was executed, not what was trained: runs that differ only here are one configuration in reports
 RUNTIME_KEYS = {"amp", "channels_last", "compile", "compile_backend", "cudnn_benchmark", "grad_checkpointing",
-                "pin_memory", "data_on_device", "sync_bn", "dist_backend", "mem_every"}
+                "pin_memory", "data_on_device", "sync_bn", "dist_backend", "mem_every", "save_epochs"}
+#: fields added after runs were first hashed: at these values they are left out of a run's content hash
+#: (:func:`advbench.papers.planned.config_hash`), so existing runs keep their names
+HASH_NEUTRAL = {"save_epochs": []}
 
 
 def run_config(run_dir: str | Path) -> tuple[dict[str, Any], TrainConfig]:

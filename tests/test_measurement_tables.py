@@ -50,3 +50,23 @@ def test_sat_table2_fills_each_eps_block_from_its_own_runs(tmp_path):
     for block, run in (("0.3", run03), ("0.45", run045)):
         clean = runs.read_json(Path(run) / "attacks" / "autoattack-smoke4.json")["clean"]["accuracy"]
         assert grid.values[("P-SAT (ours)", f"{block} / Clean")] == [pytest.approx(100 * clean)]
+
+
+def test_paper_checkpoint_rule_takes_each_columns_best_over_the_kept_epochs(tmp_path):
+    smoke = {**TINY, "epochs": 2}
+    _, text = api.reproduce("randomized-at", "8", out=tmp_path, rows=["AT"], smoke=smoke, device="cpu",
+                            paper_checkpoints=True)
+    grid = build_paper_grid(load_frame([tmp_path], checkpoints=True), "randomized-at", "8")
+    run = Path(grid.runs_per_row["AT"][0])
+    assert sorted(p.name for p in (run / "checkpoints").glob("epoch-*.pt")) == ["epoch-1.pt", "epoch-2.pt"]
+    assert runs.read_json(run / "paper.json")["checkpoint_rule"] == "max-per-column"
+    suite = next(f.name.split("@")[0].removesuffix(".json") for f in (run / "attacks").glob("rat*.json"))
+    files = [run / "attacks" / f"{suite}.json", *(run / "attacks" / f"{suite}@epoch-{e}.json" for e in (1, 2))]
+    stored = [runs.read_json(f) for f in files]
+    assert [s["source"]["checkpoint"] for s in stored] == ["best", "epoch-1", "epoch-2"]
+    best_pgd = max(100 * next(r["accuracy"] for r in s["results"] if r["label"] == "PGD-20") for s in stored)
+    assert grid.values[("AT", "PGD-20")] == [pytest.approx(best_pgd)]
+    assert grid.values[("AT", "Clean")] == [pytest.approx(max(100 * s["clean"]["accuracy"] for s in stored))]
+    assert "the paper's rule" in grid.caption
+    # the comparison report counts the selected checkpoint only
+    assert set(load_frame([tmp_path])["checkpoint"].dropna()) == {"best"}

@@ -1,7 +1,7 @@
 """Every paper recipe plans the same run names (content hashes) as before the one-way architecture refactor:
 ``tests/data/recipe_run_names.json`` was recorded from ``reproduce PAPER --table N --scale S --dry-run`` on the
-commit before it. A change here means reused runs would no longer be found; make it only on purpose. A recipe may gain rows and
-blocks (their runs add names); the recorded ones must all still be planned."""
+commit before it. A change here means reused runs would no longer be found; make it only on purpose. A recipe may
+gain rows and blocks (their runs add names); the recorded ones must all still be planned."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from advbench.config import parse_set_options, run_config
 from advbench.core import distributed
 from advbench.core.devices import rank_device
 from advbench.data import load_splits
+from advbench.engine.setup import EPOCH_CHECKPOINT
 from advbench.errors import UserError
 
 
@@ -39,7 +40,8 @@ def attack(run: str | Path, *, suite: str | None = "pgd", attack: str | None = N
     with distributed.process_group(dev):  # torchrun: each rank evaluates a shard
         model, _ = load_any_run_model(run_dir, checkpoint, dev)
         ckpt_epoch = None
-        if checkpoint in {"best", "last"} and record.get("kind") != "external":
+        if (checkpoint in {"best", "last"} or EPOCH_CHECKPOINT.fullmatch(checkpoint)) and record.get(
+                "kind") != "external":
             ckpt_epoch = runs.load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt").get("epoch")
         with main_rank_first(cfg.download):
             splits = load_splits(cfg.dataset, data_dir=cfg.data_dir, download=cfg.download, n_train=cfg.n_train,
@@ -51,4 +53,4 @@ def attack(run: str | Path, *, suite: str | None = "pgd", attack: str | None = N
                         described={"run": run_dir.name, "checkpoint": checkpoint, "epoch": ckpt_epoch},
                         out_dir=run_dir, dev=dev, source_model=source_model, source_desc=source_desc, hygiene=hygiene,
                         force=force, quiet=quiet, stop=stop, batch_hook=batch_hook, attack_hook=attack_hook,
-                        adapt=adapt)
+                        adapt=adapt, tag=checkpoint if EPOCH_CHECKPOINT.fullmatch(checkpoint) else None)

@@ -81,10 +81,11 @@ def _lock_for_all_ranks(stack: contextlib.ExitStack, out_dir: Path, purpose: str
 def run_job(model: Any, data: Any, *, the_suite: Suite, threats: list[ThreatModel], n_eval: int, batch_size: int,
             seed: int, described: dict[str, Any] | None, out_dir: Path, dev: Any, source_model: Any,
             source_desc: dict[str, Any] | None, hygiene: bool, force: bool, quiet: bool, stop: Any,
-            batch_hook: Any, attack_hook: Any, adapt: bool = False) -> dict[str, Any]:
+            batch_hook: Any, attack_hook: Any, adapt: bool = False, tag: str | None = None) -> dict[str, Any]:
     """Shared tail of :func:`attack` and :func:`evaluate`: build the job, reuse a stored result, run, write.
 
-    ``adapt``: probe the model first and add the attack suited to each kind of gradient masking found."""
+    ``adapt``: probe the model first and add the attack suited to each kind of gradient masking found; ``tag``:
+    the result is ``attacks/SUITE@TAG.json`` (a kept epoch checkpoint's results beside the best one's)."""
     job = EvalJob(suite=the_suite, threats=threats, n_eval=n_eval, batch_size=batch_size, seed=seed,
                   source=described, transfer_source=source_desc, hygiene=hygiene, adapt=adapt,
                   available=frozenset({"source_model"} if source_model is not None else set()),
@@ -92,7 +93,7 @@ def run_job(model: Any, data: Any, *, the_suite: Suite, threats: list[ThreatMode
     if not job.entries():
         reasons = "; ".join(f"{s['label']}: {s['reason']}" for s in job.skipped())
         raise UserError(f"nothing to run in suite '{the_suite.name}' ({reasons})")
-    out_file = out_dir / "attacks" / f"{the_suite.name}.json"
+    out_file = out_dir / "attacks" / (f"{the_suite.name}@{tag}.json" if tag else f"{the_suite.name}.json")
     existing = _stored_result(out_file, job, force)
     if existing is not None:
         return {**existing, "reused": True}  # the stored result of this very job (not rewritten)

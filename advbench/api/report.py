@@ -82,8 +82,8 @@ def _paper_report(paths: list[str | Path], *, fmt: str, suite: str | None, outpu
     present = [p for p in paths if Path(p).exists()]
     if grid and not present:  # the published grid alone, measured cells empty: how a user first looks at a table
         frame = load_frame([])
-    else:
-        frame = load_frame(list(paths))
+    else:  # a paper grid may take a column's best over kept epoch checkpoints (the recipe's rule)
+        frame = load_frame(list(paths), checkpoints=bool(grid))
     if suite is not None and not frame.empty:
         frame = frame[frame["suite"] == suite]
     if frame.empty and not grid:
@@ -93,7 +93,7 @@ def _paper_report(paths: list[str | Path], *, fmt: str, suite: str | None, outpu
 
         plot_dir = Path(plots) if plots else Path(output).parent / "plots"
         if not frame.empty:
-            pngs = write_plots(frame, plot_dir)
+            pngs = write_plots(frame[[not str(c).startswith("epoch-") for c in frame["checkpoint"]]], plot_dir)
     if grid:
         pg = build_paper_grid(frame, *parse_grid_spec(grid))
         text = render_paper_grid(pg, fmt, paper=paper, plots=pngs)

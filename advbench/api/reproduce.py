@@ -36,11 +36,12 @@ def reproduce(paper: str, table: str, *, scale: str = "smoke", out: str | Path =
               rows: list[str] | None = None, dry_run: bool = False, jobs: int = 1, fmt: str = "markdown",
               show_paper: bool = True, device: str = "auto", quiet: bool = True, output: str | Path | None = None,
               smoke: dict[str, Any] | None = None, log: Any = None, threads: int | None = None,
-              blocks: list[str] | None = None) -> tuple[Any, str]:
+              blocks: list[str] | None = None, paper_checkpoints: bool = False) -> tuple[Any, str]:
     """Reproduce a paper table: plan its runs, skip finished ones (content hash), train/resume and attack the
     rest, then render the grid with published numbers beside. ``dry_run``: return (plan, plan text) only.
     ``threads``: torch CPU threads per process (on a shared or small CPU box 1 avoids oversubscription);
-    ``blocks``: plan only these blocks of the table (default: every block)."""
+    ``blocks``: plan only these blocks of the table (default: every block); ``paper_checkpoints``: evaluate the
+    checkpoints the paper lists and fill each column with its best over them (the paper's rule)."""
 
     resolve_device(device)  # an unavailable device fails here, also for --dry-run
     if jobs < 1:
@@ -48,7 +49,7 @@ def reproduce(paper: str, table: str, *, scale: str = "smoke", out: str | Path =
     if threads is not None and threads < 1:
         raise UserError(f"--threads must be >= 1, got {threads}")
     plan = make_plan(paper, table, scale=scale, out=out, dataset=dataset, model=model, seeds=seeds, rows=rows,
-                     device=device, smoke=smoke, blocks=blocks)
+                     device=device, smoke=smoke, blocks=blocks, paper_checkpoints=paper_checkpoints)
     if dry_run:
         return plan, plan.describe() + "\n"
     dirs = run_plan(plan, jobs=jobs, quiet=quiet, device=device, log=log, threads=threads)
@@ -171,11 +172,13 @@ def _execute(p: PlannedRun, out: Path, n_eval: int, meta: dict[str, Any] | None,
         runs.write_json(run_dir / "paper.json", _paper_record(p, meta, run_dir, base_dirs))
     if on_step and p.suites:
         on_step(p, "attack")
+    kept = [f"epoch-{e}" for e in p.options.get("save_epochs") or []]
     for suite, eps, *norm in p.suites:
         src = p.source_for(suite)
         source = base_dirs.get(src) if src and _has_transfer(suite) else None
-        attack(run_dir, suite=suite, eps=eps, norm=norm[0] if norm else None, n_eval=p.n_eval or n_eval,
-               batch_size=250, device=device, quiet=quiet, source=source)
+        for checkpoint in ("best", *kept):  # the selected checkpoint, then those the paper evaluates
+            attack(run_dir, suite=suite, eps=eps, norm=norm[0] if norm else None, n_eval=p.n_eval or n_eval,
+                   batch_size=250, device=device, quiet=quiet, source=source, checkpoint=checkpoint)
     return str(run_dir)
 
 
@@ -189,6 +192,7 @@ def _paper_record(p: PlannedRun, meta: dict[str, Any], run_dir: Path, base_dirs:
     row = None if p.row == BASE_ROW else p.row
     record = {**meta, "row": row, "config_hash": p.hash, "role": "base" if p.base else p.role,
               "block": p.block, "blocks": {key: p.block} if row and p.block else {},
+              "checkpoint_rule": "max-per-column" if p.options.get("save_epochs") else None,
               "init_from": ({"run": base_dirs.get(p.init), "config_hash": p.init} if p.init else None),
               "smoke_overrides": p.overrides, "rows": {key: row} if row else {}, "also_used_by": []}
     meta_file = run_dir / "paper.json"

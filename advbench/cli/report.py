@@ -98,6 +98,10 @@ def reproduce(
     block: Annotated[Optional[list[str]], typer.Option("--block", help="Plan only this block of the table "
                                                        "(repeatable; --list names them) [default: every block].")
                      ] = None,
+    paper_checkpoints: Annotated[bool, typer.Option("--paper-checkpoints", help="Keep and attack the checkpoints "
+                                                    "the paper evaluates; each column shows its best over them (the "
+                                                    "paper's rule; default: the validation-selected checkpoint).")
+                                 ] = False,
     out: Annotated[Path, typer.Option(help="Runs directory (runs go to OUT/PAPER-tableN-SCALE/).")] = Path("runs"),
     format_: Annotated[str, typer.Option("--format", "-f", help="markdown, latex, csv, json or html.")] = "markdown",
     paper_numbers: Annotated[bool, typer.Option("--paper/--no-paper", help="Published numbers beside.")] = True,
@@ -130,7 +134,7 @@ def reproduce(
     _obj, text = api.reproduce(paper, table, scale=scale, out=out, dataset=dataset, model=model, seeds=seed_list,
                                dry_run=dry_run, jobs=jobs, fmt=format_, show_paper=paper_numbers, device=device,
                                quiet=quiet, output=output, log=lambda m: con.print(m, markup=False), threads=threads,
-                               blocks=block or None)
+                               blocks=block or None, paper_checkpoints=paper_checkpoints)
     if output and not dry_run:
         console().print(f"wrote {output}")
     else:

@@ -8,6 +8,7 @@ run is built in one place, :func:`build_run_model`, both for training and for lo
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,10 @@ def load_init_weights(model: nn.Module, source: str) -> str:
     return str(p)
 
 
+#: a checkpoint kept at the end of epoch N (``TrainConfig.save_epochs``)
+EPOCH_CHECKPOINT = re.compile(r"epoch-[1-9]\d*")
+
+
 def load_run_model(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu"
                    ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a run's model from config.json and load ``best`` or ``last`` weights (eval mode)."""
@@ -119,7 +124,8 @@ def load_run_model(run_dir: str | Path, checkpoint: str = "best", device: str | 
     info = dataclasses.replace(info, num_classes=record.get("num_classes", info.num_classes),
                                shape=tuple(record.get("input_shape", info.shape)))
     model = build_run_model(cfg, info)
-    path = Path(checkpoint) if checkpoint not in {"best", "last"} else run_dir / "checkpoints" / f"{checkpoint}.pt"
+    named = checkpoint in {"best", "last"} or EPOCH_CHECKPOINT.fullmatch(checkpoint) is not None
+    path = run_dir / "checkpoints" / f"{checkpoint}.pt" if named else Path(checkpoint)
     if not path.is_file():
         raise UserError(f"no {checkpoint} checkpoint in {run_dir}; train it first or pass --checkpoint last")
     ckpt = runs.load_checkpoint(path, map_location=device)

@@ -218,6 +218,9 @@ class Trainer:
                                      {"format": runs.CHECKPOINT_FORMAT, "model": self.model.state_dict(),
                                       "epoch": epoch, "select": self.select_rule, "score": score})
         self.partial = {}
+        if epoch + 1 in cfg.save_epochs and self.is_main:  # a checkpoint the paper evaluates (before last.pt)
+            runs.save_checkpoint(self.run_dir / "checkpoints" / f"epoch-{epoch + 1}.pt",
+                                 {"format": runs.CHECKPOINT_FORMAT, "model": self.model.state_dict(), "epoch": epoch})
         self.save_last(epoch + 1, 0)
         stopping = distributed.any_rank(self.stop.requested) and epoch + 1 < cfg.epochs
         self.write_summary("completed" if epoch + 1 >= cfg.epochs else "interrupted" if stopping else "running")

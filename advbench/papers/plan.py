@@ -91,12 +91,16 @@ def _block_text(block: Block) -> str:
 def make_plan(paper: str, table: str, *, scale: str = "smoke", out: str | Path = "runs",
               dataset: str | None = None, model: str | None = None, seeds: list[int] | None = None,
               rows: list[str] | None = None, device: str = "auto", smoke: dict[str, Any] | None = None,
-              eps: str | None = None, norm: str | None = None, blocks: list[str] | None = None) -> Plan:
+              eps: str | None = None, norm: str | None = None, blocks: list[str] | None = None,
+              paper_checkpoints: bool = False) -> Plan:
     """Plan the runs of ``paper`` table ``table``; ``smoke`` overrides entries of :data:`SMOKE` (tests); ``eps`` and
     ``norm`` replace the table's threat model (a user's own budget for a recipe's rows); ``blocks``: plan only these
     blocks. ``dataset``/``model``/``eps``/``norm`` apply to the main block, and then only it is planned unless
-    ``blocks`` names others."""
+    ``blocks`` names others. ``paper_checkpoints``: keep the checkpoints the paper evaluates (``checkpoint_epochs``;
+    at smoke scale every epoch) and fill each column with its best over them, the paper's rule."""
     recipe = _checked_recipe(paper, table, scale, rows, blocks)
+    if paper_checkpoints and not recipe.checkpoint_epochs:
+        raise UserError(f"{recipe.key} does not evaluate several checkpoints in the paper; drop --paper-checkpoints")
     if eps is not None or norm is not None:
         recipe = dataclasses.replace(recipe, eps=eps or recipe.eps, norm=norm or recipe.norm)
     sm = {**SMOKE, **(smoke or {})}
@@ -114,8 +118,19 @@ def make_plan(paper: str, table: str, *, scale: str = "smoke", out: str | Path =
             continue
         planner = Planner(block_recipe(recipe, block), scale, Path(out), dataset if main else None,
                           model if main else None, device, sm, block=None if main else block.name)
+        if paper_checkpoints:
+            planner.save_epochs = list(range(1, int(sm["epochs"]) + 1)) if scale == "smoke" else list(
+                recipe.checkpoint_epochs)
         plans.append((block, _plan_block(planner, seeds, rows)))
-    return _merged(recipe, plans, skipped_blocks, scale, Path(out), sm)
+    plan = _merged(recipe, plans, skipped_blocks, scale, Path(out), sm)
+    if paper_checkpoints:
+        kept = list(range(1, int(sm["epochs"]) + 1)) if scale == "smoke" else list(recipe.checkpoint_epochs)
+        plan.notes.append(f"checkpoints: epochs {kept} are kept and attacked besides the selected one; each column "
+                          "shows its best over them (the paper's rule)")
+    elif recipe.checkpoint_epochs:
+        plan.notes.append("checkpoints: the one selected on a held-out validation split (the paper takes each "
+                          "column's best over its checkpoints: --paper-checkpoints)")
+    return plan
 
 
 def _plan_block(planner: Planner, seeds: list[int] | None, rows: list[str] | None) -> Plan:

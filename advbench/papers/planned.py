@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from advbench import runs
-from advbench.config import config_to_dict
+from advbench.config import HASH_NEUTRAL, config_to_dict
 from advbench.errors import UserError
 from advbench.papers.recipes import TableRecipe, smoke_text
 from advbench.resolve import make_train_config
@@ -37,7 +37,8 @@ def config_hash(config: dict[str, Any]) -> str:
     ``init_from`` naming a run directory is hashed as that run's own config hash (``run:HASH``), so the
     hash does not depend on where the runs live.
     """
-    body = {k: v for k, v in config.items() if k not in _NOT_HASHED}
+    body = {k: v for k, v in config.items()
+            if k not in _NOT_HASHED and not (k in HASH_NEUTRAL and v == HASH_NEUTRAL[k])}
     init = body.get("init_from")
     if init and not str(init).startswith("run:") and runs.is_run_dir(init):
         try:

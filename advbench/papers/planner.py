@@ -66,6 +66,7 @@ class Planner:
         self.rows: dict[tuple[str, int], PlannedRun | None] = {}  # (row, seed) -> its run (None: the base run)
         self.planning: set[tuple[str, int]] = set()  # rows being planned (a source cycle stops here)
         self.sweeps: list[PlannedRun] = []  # one run per value of a row's sweep
+        self.save_epochs: list[int] = []  # checkpoints kept and attacked besides the selected one (rows only)
         self.smoke_scale = scale == "smoke"
         self.out_dir = out / f"{recipe.paper}-table{recipe.table.replace('(', '').replace(')', '')}-{scale}"
         self.base_dir = out / "smoke-base" if self.smoke_scale else self.out_dir
@@ -94,6 +95,8 @@ class Planner:
     def planned(self, label: str, seed: int, opts: dict[str, Any], settings: dict[str, Any], where: Path,
                 **kw: Any) -> PlannedRun:
         """One planned run, ``done`` / ``resume`` when a run with its content hash exists under ``out``."""
+        if self.save_epochs and not kw.get("base") and kw.get("role", "row") == "row":
+            opts = {**opts, "save_epochs": list(self.save_epochs)}
         h = run_hash(opts, settings, kw.get("init"))
         action, found = "train", None
         if h in self.existing:

@@ -212,6 +212,9 @@ class TableRecipe:
     #: blocks besides the main one (the table's own dataset, model and threat model)
     blocks: tuple[Block, ...] = ()
     main_block: str = "main"  # the main block's name (``--block``)
+    #: the checkpoints the paper evaluates, taking each column's best over them (``reproduce --paper-checkpoints``;
+    #: default: the checkpoint advbench selects on a held-out validation split)
+    checkpoint_epochs: tuple[int, ...] = ()
 
     @property
     def key(self) -> str:

@@ -33,7 +33,7 @@ def _config_key(record: dict[str, Any]) -> str:
 
 #: the columns of the frame (also of an empty one, so that grids built from no results still find them)
 COLUMNS = ["run", "run_time", "config_key", "defense", "label", "dataset", "model", "train_norm", "train_eps", "seed",
-           "suite", "n", "checks", "flagged", "kind", "attack", "norm", "eps", "accuracy", "seconds"]
+           "suite", "n", "checks", "flagged", "kind", "attack", "norm", "eps", "accuracy", "seconds", "checkpoint"]
 
 
 def _run_base(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -54,8 +54,9 @@ def _result_rows(res: Any, base: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(res, dict):
         raise TypeError("not a JSON object")
     checks = res.get("checks") or {}
+    source = res.get("source") if isinstance(res.get("source"), dict) else {}
     common = {**base, "suite": str(res["suite"]), "n": int(res["n_eval"]), "checks": checks.get("status"),
-              "flagged": ",".join(checks.get("flagged", []))}
+              "flagged": ",".join(checks.get("flagged", [])), "checkpoint": source.get("checkpoint")}
     rows = [{**common, "kind": "clean", "attack": "Clean", "norm": None, "eps": None,
              "accuracy": float(res["clean"]["accuracy"]), "seconds": None}]
     for r in res["results"]:
@@ -75,7 +76,7 @@ def _verdict(r: dict[str, Any]) -> str | None:
     return str(v["summary"]) if isinstance(v, dict) and "summary" in v else None
 
 
-def load_frame(paths: list[str | Path]) -> pd.DataFrame:
+def load_frame(paths: list[str | Path], *, checkpoints: bool = False) -> pd.DataFrame:
     """Tidy frame of every attack result under ``paths`` (run dirs or their parents).
 
     Columns: run, config_key, defense, label, dataset, model, norm, eps, seed, suite, attack, kind
@@ -83,6 +84,9 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
     checks (the suite's hygiene status: pass / warn / fail, None for results stored before checks existed),
     flagged (names of the non-passing checks) and verdict (the number's verdict in plain words: "trustworthy",
     "likely inflated: ...", "not meaningful: ..."; None for the clean row and older results).
+
+    ``checkpoints``: also the results of kept epoch checkpoints (``attacks/SUITE@epoch-N.json``; column
+    ``checkpoint``), which only a paper grid with a per-checkpoint rule uses.
 
     A broken run (unreadable or malformed ``config.json``) or result file is left out, and named with the
     reason in ``frame.attrs["skipped"]`` (a list of "path: reason"), so one broken run does not hide the others.
@@ -96,8 +100,8 @@ def load_frame(paths: list[str | Path]) -> pd.DataFrame:
         except (runs.CorruptFile, runs.MissingFile, runs.UnreadableFile, KeyError, TypeError, ValueError) as err:
             skipped.append(f"{run}: {_reason(err)}")
             continue
-        results = sorted(f for f in (run / "attacks").glob("*.json") if not f.name.startswith(".")) \
-            if (run / "attacks").is_dir() else []
+        results = sorted(f for f in (run / "attacks").glob("*.json") if not f.name.startswith(".")
+                         and (checkpoints or "@" not in f.name)) if (run / "attacks").is_dir() else []
         for f in results:
             try:
                 rows.extend(_result_rows(runs.read_json(f), base))

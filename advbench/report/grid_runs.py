@@ -194,10 +194,31 @@ def row_of(recipe: TableRecipe, record: dict[str, Any], meta: dict[str, Any], bl
     return None
 
 
-def column_value(run: str, sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str) -> float | None:
-    """The value of one column for one run (None: not measured)."""
+def _is_epoch(checkpoint: Any) -> bool:
+    return isinstance(checkpoint, str) and checkpoint.startswith("epoch-")
+
+
+def column_value(run: str, sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str, rule: str | None = None
+                 ) -> float | None:
+    """The value of one column for one run (None: not measured). ``rule`` ``max-per-column``: the best value over
+    the run's kept epoch checkpoints and its selected one (RAT: "the highest robustness that ever achieved at
+    different checkpoints"); otherwise the selected checkpoint's value only."""
     if spec.measure is not None:
         return run_measure(Path(run), spec.measure)
+    if "checkpoint" in sub.columns and not sub.empty:
+        epochs = [_is_epoch(c) for c in sub["checkpoint"]]
+        if rule == "max-per-column" and any(epochs):
+            values = [v for _, g in sub.groupby(sub["checkpoint"].fillna("best"), sort=False)
+                      if (v := _one_value(run, g, spec, train_eps)) is not None]
+            if not values:
+                return None
+            return min(values) if spec.transform == "error" else max(values)
+        sub = sub[[not e for e in epochs]]
+    return _one_value(run, sub, spec, train_eps)
+
+
+def _one_value(run: str, sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str) -> float | None:
+    """The value of one column from one checkpoint's results."""
     df = sub if spec.suite is None else sub[[smoke_suite_parent(str(x)) == spec.suite for x in sub["suite"]]]
     if spec.attack == "Clean":
         hit = df[df["kind"] == "clean"]
@@ -272,12 +293,14 @@ def _metrics(run: Path) -> list[dict[str, Any]]:
 
 
 def run_values(run: str, recipe: TableRecipe, block: Block, sub: pd.DataFrame, train_eps: str) -> dict[str, float]:
-    """Column -> value of one run's results in its block's columns; ``sum`` columns once their parts are in."""
+    """Column -> value of one run's results in its block's columns; ``sum`` columns once their parts are in (the
+    run's ``paper.json`` names the checkpoint rule reproduce used, see :func:`column_value`)."""
     per_col: dict[str, float] = {}
+    rule = paper_meta(Path(run)).get("checkpoint_rule")
     for col in block.columns:
         spec = recipe.columns.get(col)
         if isinstance(spec, ColumnRecipe) and spec.transform != "sum":
-            v = column_value(run, sub, spec, train_eps)
+            v = column_value(run, sub, spec, train_eps, rule)
             if v is not None and not math.isnan(v):
                 per_col[col] = v
     for col in block.columns:

@@ -198,6 +198,12 @@ def _caption(grid: PaperGrid, frame: pd.DataFrame, matched: list[str]) -> str:
     measured = [c for c in r.columns.values() if isinstance(c, ColumnRecipe) and (c.measure or c.value)]
     unit = "accuracy (%)" if not measured else "measurements (units as the paper prints them; see attacks)"
     text = f"{head} — {unit}; " + "; ".join(parts) + "; mean ± std over seeds; bold = best measured per column"
+    rules = {m.get("checkpoint_rule") for m in metas}
+    if "max-per-column" in rules:
+        text += ("; checkpoints: each column's best over the kept epoch checkpoints and the selected one (the paper's "
+                 "rule)" + (" for the runs reproduced with --paper-checkpoints" if len(rules) > 1 else ""))
+    elif r.checkpoint_epochs:
+        text += "; checkpoints: the one selected on a held-out validation split (not the paper's per-column best)"
     for s in dict.fromkeys(subst):
         text += f"; NOTE: {s}"
     return text
