@@ -109,7 +109,9 @@ def load_frame(paths: list[str | Path], *, checkpoints: bool = False) -> pd.Data
                 skipped.append(f"{f}: {_reason(err)}")
     frame = pd.DataFrame(rows, columns=COLUMNS) if not rows else _one_run_per_seed(pd.DataFrame(rows), skipped)
     frame.attrs["skipped"] = skipped
-    frame.attrs["runs"] = [str(r) for r in found]  # every run, also those with no attack results (measurements)
+    # every run, also those with no attack results (measurements); not the copies counted once above
+    once = {line.split(": the same configuration", 1)[0] for line in skipped if line.endswith("(counted once)")}
+    frame.attrs["runs"] = [str(r) for r in found if str(r) not in once]
     return frame
 
 

@@ -189,7 +189,12 @@ def row_of(recipe: TableRecipe, record: dict[str, Any], meta: dict[str, Any], bl
         norm, eps = row.norm or recipe.norm, row.eps or recipe.eps
         if cfg.get("norm") != norm or not eps_equal(cfg.get("eps"), eps):
             continue
-        if declared == label or row_matches(row, record, ignore):
+        if declared == label:
+            return label
+        # a row with a model of its own (SOAR's WideResNet rows) takes a run made by hand only on that model
+        if row.model is not None and cfg.get("model") != row.model:
+            continue
+        if row_matches(row, record, ignore):
             return label
     return None
 
@@ -219,6 +224,8 @@ def column_value(run: str, sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str
 
 def _one_value(run: str, sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str) -> float | None:
     """The value of one column from one checkpoint's results."""
+    if sub.empty:  # a run with no results yet (an empty frame may not even have the result columns)
+        return None
     df = sub if spec.suite is None else sub[[smoke_suite_parent(str(x)) == spec.suite for x in sub["suite"]]]
     if spec.attack == "Clean":
         hit = df[df["kind"] == "clean"]
