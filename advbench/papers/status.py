@@ -65,3 +65,101 @@ def all_tables() -> list[tuple[str, str, str, str]]:
     listed = [(p, t) for p, t in published_tables()]
     listed += [(p, t) for p, t in unpublished_tables() if (p, t) not in listed]
     return [(p, t, *table_status(p, t)) for p, t in listed]
+
+
+# --- the generated parts of docs/reproducing.md (kept true by tests/test_docs_reproducing.py) ------------------
+
+DOC_MARKERS = {"status": ("<!-- status:begin (generated: python -m advbench.papers.status docs/reproducing.md) -->",
+                          "<!-- status:end -->"),
+               "recipes": ("<!-- recipes:begin (generated: python -m advbench.papers.status docs/reproducing.md) -->",
+                           "<!-- recipes:end -->")}
+
+
+def status_markdown() -> str:
+    """``reproduce --list`` as a markdown table and a counts line."""
+    tables = all_tables()
+    lines = ["| paper | table | status | detail |", "|---|---|---|---|"]
+    lines += [f"| {p} | {t} | {s} | {d.replace('|', '/')} |" for p, t, s, d in tables]
+    counts: dict[str, int] = {}
+    for _, _, s, _ in tables:
+        counts[s] = counts.get(s, 0) + 1
+    lines += ["", f"{len(tables)} tables: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + "."]
+    return "\n".join(lines)
+
+
+def _settings(values: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in values.items())
+
+
+def _row_settings(row: RowRecipe) -> list[str]:
+    return [x for x in (row.model and f"model {row.model}", row.norm and f"{row.norm} {row.eps}",
+                        row.from_standard and "fine-tuned from the standard run",
+                        row.sweep and f"sweep: {row.sweep.text()}", not row.smoke and "paper scale only") if x]
+
+
+def recipe_markdown(recipe: TableRecipe) -> str:
+    """One recipe's section: the command, its settings, blocks, sources, sweeps and the documented differences."""
+    from advbench.papers.planned import suites_text
+
+    out = [f"### {recipe.paper} Table {recipe.table}", "",
+           f"`advbench reproduce {recipe.paper} --table {table_id(recipe.table)} --scale paper --dry-run`", "",
+           f"- dataset {recipe.dataset}, model {recipe.model}, threat {recipe.norm} {recipe.eps}; train: "
+           f"{_settings(recipe.train)}",
+           f"- seeds {list(recipe.seeds)}, n-eval {recipe.n_eval}; suites: {suites_text(recipe.suites)}"]
+    rows = {k: v for k, v in recipe.rows.items() if isinstance(v, RowRecipe)}
+    special = [f"{k} ({'; '.join(_row_settings(v))})" for k, v in rows.items()
+               if v.model or v.norm or v.from_standard or v.sweep or not v.smoke]
+    if special:
+        out.append("- rows with settings of their own: " + "; ".join(special))
+    for b in blocks_of(recipe)[1:]:
+        extra = [x for x in (b.train and f"train: {_settings(b.train)}",
+                             b.row_options and f"row options {b.row_options}", b.note) if x]
+        out.append(f"- block `{b.name}`: {b.dataset}, {b.model}, {b.norm} {b.eps}; rows {', '.join(b.rows)}"
+                   + (f"; {'; '.join(extra)}" if extra else ""))
+    if recipe.source:
+        out.append(f"- transfer source: {recipe.source} (an independently trained run, seed + 1000)")
+    for suite, src in recipe.sources.items():
+        what = f"row {src.row}" if src.row else f"an independent {src.defense} run" + (
+            f" ({src.model})" if src.model else "")
+        out.append(f"- suite {suite}: transfer from {what}")
+    if recipe.checkpoint_epochs:
+        out.append(f"- `--paper-checkpoints`: epochs {list(recipe.checkpoint_epochs)}, each column's best over them")
+    skipped = {k: v for k, v in [*recipe.rows.items(), *recipe.columns.items()] if isinstance(v, str)}
+    for k, v in skipped.items():
+        out.append(f"- not measured: {k}: {v}")
+    if recipe.compute:
+        out.append(f"- expected compute: {recipe.compute}")
+    out += [f"- discrepancy: {d}" for d in recipe.discrepancies]
+    return "\n".join(out)
+
+
+def recipes_markdown() -> str:
+    """Every recipe's section, in ``reproduce --list`` order."""
+    parts = []
+    for p, t, _, _ in all_tables():
+        recipe = get_recipe(p, table_id(t))
+        if recipe is not None:
+            parts.append(recipe_markdown(recipe))
+    return "\n\n".join(parts)
+
+
+def doc_sections() -> dict[str, str]:
+    """Marker name -> generated text."""
+    return {"status": status_markdown(), "recipes": recipes_markdown()}
+
+
+def replace_sections(text: str) -> str:
+    """``text`` with every marked section replaced by its generated content."""
+    for name, body in doc_sections().items():
+        begin, end = DOC_MARKERS[name]
+        i, j = text.index(begin), text.index(end)
+        text = text[:i + len(begin)] + "\n" + body + "\n" + text[j:]
+    return text
+
+
+if __name__ == "__main__":  # python -m advbench.papers.status docs/reproducing.md
+    import sys
+    from pathlib import Path
+
+    path = Path(sys.argv[1])
+    path.write_text(replace_sections(path.read_text()))
