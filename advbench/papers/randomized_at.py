@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from advbench.papers.recipes import Block, ColumnRecipe, RowRecipe, Source, TableRecipe, register
+from advbench.papers.recipes import Block, Claim, ColumnRecipe, RowRecipe, Source, TableRecipe, register
 
 if TYPE_CHECKING:
     from advbench.attacks.suites import SuiteEntry
@@ -36,6 +36,10 @@ register(TableRecipe(
         "The code-faithful definition of the randomized terms is used (see docs/defenses.md, rat).",
         "AA likely on the first 1000 test images in the authors' code; the recipe uses the full test set.",
     ),
+    claims=(Claim("1_st + 2_nd at eta 0.2 has the highest AutoAttack accuracy of the sweep", "max", "AA",
+                  "1_st + 2_nd (0.2)"),
+            Claim("adding the 2nd-order term helps at eta 0.2 (AutoAttack)", "greater", "AA", "1_st + 2_nd (0.2)",
+                  other="1_st (0.2)")),
 ))
 _COLS = {"Clean": ColumnRecipe("rat", "Clean"), "PGD-20": ColumnRecipe("rat", "PGD-20"),
          "CW-20": ColumnRecipe("rat", "CW-20"), "AA": ColumnRecipe("rat", "AA")}
@@ -87,6 +91,10 @@ register(TableRecipe(
     attack_versions="suite rat: PGD-20 and CW-20 at 0.031, AutoAttack standard at 8/255",
     compute="6 WRN-34-10 runs x 200 epochs: ~40 A100-hours each for the AWP variants",
     discrepancies=_RAT_DISC + ("AWP-TRADES = advbench's trades-awp (gamma 0.005, 10 warm-up epochs).",),
+    claims=tuple(Claim(f"{b} + 1st + 2nd is more robust than {b} alone under AutoAttack (CIFAR-10)", "greater",
+                       "AA", f"CIFAR-10 / + Ours (1_st + 2_nd) / base={b}; 1st+2nd; η=0.2", other=f"CIFAR-10 / {who}")
+                 for b, who in (("TRADES", "Zhang et al. (2019) [82] (0_th) / base=TRADES; 0th only"),
+                                ("AWP-TRADES", "Wu et al. (2020) [76] (0_th) / base=AWP-TRADES; 0th only"))),
 ))
 register(TableRecipe(
     paper="randomized-at", table="5", checkpoint_epochs=_CKPTS,

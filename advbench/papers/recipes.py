@@ -184,6 +184,26 @@ class Source:
     smoke_model: str | None = None  # its model at smoke scale (default: the smoke model)
 
 
+ClaimKind = Literal["max", "min", "greater", "less"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One headline ordering a paper states for its table, checked on the measured grid (``report --grid --paper``).
+
+    ``kind`` ``max`` / ``min``: ``row`` has the highest / lowest value of ``column`` among ``among`` (empty: every
+    row of the table measured in that column); ``greater`` / ``less``: ``row``'s value of ``column`` is above /
+    below ``other``'s. Values are as the grid shows them (an ``error`` column is 100 - accuracy: lower is better,
+    so its claims use ``min`` / ``less``)."""
+
+    text: str
+    kind: ClaimKind
+    column: str
+    row: str
+    other: str | None = None
+    among: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class TableRecipe:
     """Everything needed to reproduce one published table."""
@@ -215,6 +235,8 @@ class TableRecipe:
     #: the checkpoints the paper evaluates, taking each column's best over them (``reproduce --paper-checkpoints``;
     #: default: the checkpoint advbench selects on a held-out validation split)
     checkpoint_epochs: tuple[int, ...] = ()
+    #: the paper's headline orderings on this table, checked by ``report --grid --paper`` (main tables)
+    claims: tuple[Claim, ...] = ()
 
     @property
     def key(self) -> str:
@@ -276,6 +298,11 @@ def register(recipe: TableRecipe) -> TableRecipe:
             recipe.columns)
         if unknown:
             raise ValueError(f"{recipe.key}: block {b.name!r} names labels not in the table: {sorted(unknown)}")
+    for claim in recipe.claims:
+        named = {claim.row, *([claim.other] if claim.other else []), *claim.among}
+        if claim.kind not in ("max", "min", "greater", "less") or (claim.kind in ("greater", "less")) != bool(
+                claim.other) or not named <= set(recipe.rows) or claim.column not in recipe.columns:
+            raise ValueError(f"{recipe.key}: claim {claim.text!r} names an unknown row/column or kind")
     for suite, src in recipe.sources.items():
         if src.row is not None and not isinstance(recipe.rows.get(src.row), RowRecipe):
             raise ValueError(f"{recipe.key}: the source of suite {suite!r} is not a trainable row: {src.row!r}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from advbench.papers.recipes import Block, ColumnRecipe, RowRecipe, TableRecipe, no_recipe, register
+from advbench.papers.recipes import Block, Claim, ColumnRecipe, RowRecipe, TableRecipe, no_recipe, register
 
 _ROWS = {
     "AT [23]": RowRecipe("pgd-at", {"steps": 10}),
@@ -58,6 +58,12 @@ register(TableRecipe(
     threat_text="Linf 8/255", attack_versions="AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square), seed 0",
     compute="6 defenses x PRN-20 x 100 epochs: ~6 h each on a 1080 Ti (paper, P-SAT); WRN-34-10 ~24 h each",
     discrepancies=_DISC,
+    claims=(Claim("P-SAT has the highest Clean + Adv sum (CIFAR-10, PreAct-ResNet-20)", "max",
+                  "CIFAR-10 / PreAct-ResNet-20 / Sum", "P-SAT (ours)"),
+            Claim("TRADES has the highest AutoAttack accuracy (CIFAR-10, PreAct-ResNet-20)", "max",
+                  "CIFAR-10 / PreAct-ResNet-20 / Adv", "TRADES [36]"),
+            Claim("H-SAT's Clean + Adv sum is above AT's (CIFAR-10, PreAct-ResNet-20)", "greater",
+                  "CIFAR-10 / PreAct-ResNet-20 / Sum", "H-SAT (ours)", other="AT [23]")),
 ))
 register(TableRecipe(
     paper="sat", table="2", dataset="mnist", model="sat-cnn", norm="linf", eps="0.3",
@@ -77,6 +83,12 @@ register(TableRecipe(
     threat_text="Linf 0.3", attack_versions="AutoAttack standard, seed 0",
     compute="6 defenses x 70 epochs of the 3-conv CNN: ~2 h each on a 1080 Ti",
     discrepancies=("CNN strides not printed (CleverHans-style 2, 2, 1 assumed).", *_DISC[1:]),
+    claims=(Claim("P-SAT's Clean + Adv sum is above AT's at eps 0.3", "greater", "0.3 / Sum", "P-SAT (ours)",
+                  other="AT [23]"),
+            Claim("CAT20 has the lowest AutoAttack accuracy at eps 0.3 (it is not robust)", "min", "0.3 / Adv",
+                  "CAT20 [7]"),
+            Claim("P-SAT is more robust than AT at eps 0.45 (AT collapses there)", "greater", "0.45 / Adv",
+                  "P-SAT (ours)", other="AT [23]")),
 ))
 _IMAGENETTE = {"lr": 0.1}
 _DAT_IMAGENETTE = {"DAT [30]": {"fosc_epochs": 40.0}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from advbench.papers.recipes import ColumnRecipe, RowRecipe, Sweep, TableRecipe, no_recipe, register
+from advbench.papers.recipes import Claim, ColumnRecipe, RowRecipe, Sweep, TableRecipe, no_recipe, register
 
 if TYPE_CHECKING:
     from advbench.attacks.suites import SuiteEntry
@@ -43,6 +43,12 @@ for _t, _norm, _eps in (("2(a)", "l2", "0.5"), ("2(b)", "linf", "8/255")):
         attack_versions="suite scorpio: PGD-10 UL, TL (random target), UM, TM",
         compute="6 ResNet-18 runs x 100 epochs: ~15 GPU-hours (SCORPIO N=3 ~ 5 passes per step)",
         discrepancies=_DISC,
+        claims=(Claim("SCORPIO (FE,N=3) is more robust than CURE under the untargeted loss attack", "greater", "UL",
+                      "SCORPIO (FE,N=3)", other="CURE"),
+                Claim("SCORPIO (FE,N=3) is more robust than Gradient Reg under the untargeted loss attack",
+                      "greater", "UL", "SCORPIO (FE,N=3)", other="Gradient Reg"),
+                Claim("Gradient Reg is the least robust defense under the untargeted loss attack", "min", "UL",
+                      "Gradient Reg", among=("CURE", "SCORPIO (FE,N=3)", "SCORPIO (CD,N=3)", _AT))),
     ))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from advbench.papers.recipes import ColumnRecipe, RowRecipe, Source, TableRecipe, no_recipe, register
+from advbench.papers.recipes import Claim, ColumnRecipe, RowRecipe, Source, TableRecipe, no_recipe, register
 
 if TYPE_CHECKING:
     from advbench.attacks.suites import SuiteEntry
@@ -74,6 +74,12 @@ register(TableRecipe(
     compute="about 7 ResNet-10 runs x 120-200 epochs: ~40 GPU-hours on one V100-class GPU; PGD-1000 and "
             "PGD20-50 on 10k images ~2 GPU-hours per model",
     discrepancies=(*_DISC, _WRN_DISC),
+    claims=(Claim("SOAR is more robust than ADV under PGD-20 (ResNet)", "greater", "PGD20", "ResNet / SOAR",
+                  other="ResNet / ADV"),
+            Claim("SOAR has the highest PGD-20 accuracy of the ResNet defenses", "max", "PGD20", "ResNet / SOAR",
+                  among=tuple(f"ResNet / {r}" for r in ("ADV", "TRADES", "MART", "MMA", "FOAR"))),
+            Claim("SOAR is more robust than ADV under PGD-20 with 50 restarts (ResNet)", "greater", "PGD20-50",
+                  "ResNet / SOAR", other="ResNet / ADV")),
 ))
 _RES = {k.removeprefix("ResNet / "): v for k, v in _resnet_rows("ResNet / ").items()}
 register(TableRecipe(

@@ -224,8 +224,33 @@ def column_value(run: str, sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str
 
 def _one_value(run: str, sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str) -> float | None:
     """The value of one column from one checkpoint's results."""
-    if sub.empty:  # a run with no results yet (an empty frame may not even have the result columns)
+    hit = _hit(sub, spec, train_eps)
+    if hit.empty:
         return None
+    if spec.value is not None:
+        return _summary_value(run, hit.iloc[0], spec.value)
+    acc = 100.0 * float(hit["accuracy"].iloc[0])
+    return 100.0 - acc if spec.transform == "error" else acc
+
+
+def column_n(sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str) -> int | None:
+    """How many test images the value of one (accuracy or error) column was measured on; None for a measurement
+    or a summary statistic, or when the run has no such result. Kept epoch checkpoints are attacked on the same
+    images as the selected one, so the selected checkpoint's count stands for them."""
+    if spec.measure is not None or spec.value is not None or spec.transform == "sum":
+        return None
+    if "checkpoint" in sub.columns and not sub.empty:
+        sub = sub[[not _is_epoch(c) for c in sub["checkpoint"]]]
+    hit = _hit(sub, spec, train_eps)
+    if hit.empty or "n" not in hit.columns or pd.isna(hit["n"].iloc[0]):
+        return None
+    return int(hit["n"].iloc[0])
+
+
+def _hit(sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str) -> pd.DataFrame:
+    """The result rows of ``sub`` that fill column ``spec`` (the first one counts)."""
+    if sub.empty:  # a run with no results yet (an empty frame may not even have the result columns)
+        return sub
     df = sub if spec.suite is None else sub[[smoke_suite_parent(str(x)) == spec.suite for x in sub["suite"]]]
     if spec.attack == "Clean":
         hit = df[df["kind"] == "clean"]
@@ -239,12 +264,7 @@ def _one_value(run: str, sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str) 
         elif hit["eps"].nunique() > 1:
             same = hit[[eps_equal(e, train_eps) for e in hit["eps"]]]
             hit = same if not same.empty else hit
-    if hit.empty:
-        return None
-    if spec.value is not None:
-        return _summary_value(run, hit.iloc[0], spec.value)
-    acc = 100.0 * float(hit["accuracy"].iloc[0])
-    return 100.0 - acc if spec.transform == "error" else acc
+    return hit
 
 
 def _summary_value(run: str, result: pd.Series, key: str) -> float | None:
@@ -296,6 +316,16 @@ def _metrics(run: Path) -> list[dict[str, Any]]:
             out.append(json.loads(line))
         except ValueError:
             continue
+    return out
+
+
+def run_counts(recipe: TableRecipe, block: Block, sub: pd.DataFrame, train_eps: str) -> dict[str, int]:
+    """Column -> the number of test images behind one run's value (accuracy and error columns only)."""
+    out: dict[str, int] = {}
+    for col in block.columns:
+        spec = recipe.columns.get(col)
+        if isinstance(spec, ColumnRecipe) and (n := column_n(sub, spec, train_eps)) is not None:
+            out[col] = n
     return out
 
 

@@ -26,7 +26,8 @@ from advbench.papers.recipes import (
     smoke_suite_parent,
     smoke_text,
 )
-from advbench.report.grid_runs import choose_runs, paper_meta, pick_sweeps, run_values
+from advbench.report.claims import claims_text, evaluate_claims
+from advbench.report.grid_runs import choose_runs, paper_meta, pick_sweeps, run_counts, run_values
 from advbench.report.html import html_page
 from advbench.report.latex import latex_table
 
@@ -48,6 +49,8 @@ class PaperGrid:
     layout: TableLayout
     recipe: TableRecipe | None
     values: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    #: (row, column) -> the number of test images behind each value (accuracy and error columns)
+    counts: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     runs_per_row: dict[str, list[str]] = field(default_factory=dict)
     caption: str = ""
     notes: list[str] = field(default_factory=list)
@@ -108,6 +111,8 @@ def build_paper_grid(frame: pd.DataFrame, paper: str, table: str) -> PaperGrid:
         grid.runs_per_row.setdefault(label, []).append(run)
         for col, v in run_values(run, recipe, block, sub, cfg["eps"]).items():
             grid.values.setdefault((label, col), []).append(v)
+        for col, n in run_counts(recipe, block, sub, cfg["eps"]).items():
+            grid.counts.setdefault((label, col), []).append(n)
     grid.caption = _caption(grid, frame, matched_runs)
     grid.notes = _missing_notes(grid) + sweep_notes
     _relative(grid, recipe, matched_runs)
@@ -258,28 +263,36 @@ def display_frame(grid: PaperGrid, *, paper: bool = True, bold: str = "**") -> p
     return table
 
 
-def to_latex(grid: PaperGrid, *, paper: bool = True) -> str:
-    """booktabs table ready to paste (best measured per column in \\textbf, the notes as comments)."""
-    return latex_table(display_frame(grid, paper=paper, bold=""), grid.caption, bold=grid.best(), comments=grid.notes)
+def to_latex(grid: PaperGrid, *, paper: bool = True, extra: list[str] | None = None) -> str:
+    """booktabs table ready to paste (best measured per column in \\textbf, the notes and ``extra`` lines as
+    comments)."""
+    return latex_table(display_frame(grid, paper=paper, bold=""), grid.caption, bold=grid.best(),
+                       comments=[*grid.notes, *(extra or [])])
 
 
 def render_paper_grid(grid: PaperGrid, fmt: str, *, paper: bool = True, plots: list[Path] | None = None) -> str:
     """Render in markdown, latex, csv, json or html."""
+    results = evaluate_claims(grid) if paper else []  # the paper's claims are checked beside its numbers
+    claims = claims_text(results)
     if fmt == "markdown":
         body = display_frame(grid, paper=paper).to_markdown(disable_numparse=True)  # keep "85.60", not "85.6"
         legend = "\n\ncells: measured / published (Δ measured − published)" if paper else ""
         notes = "".join(f"\n- {n}" for n in grid.notes)
-        return f"{grid.caption}\n\n{body}{legend}\n" + (f"\nMissing or not measured:{notes}\n" if notes else "")
+        text = f"{grid.caption}\n\n{body}{legend}\n" + (f"\nMissing or not measured:{notes}\n" if notes else "")
+        return text + ("\n" + "\n".join(claims) + "\n" if claims else "")
     if fmt == "latex":
-        return to_latex(grid, paper=paper)
+        return to_latex(grid, paper=paper, extra=claims)
     if fmt == "csv":
         return pd.DataFrame(grid.records()).to_csv(index=False)
     if fmt == "json":
         return json.dumps({"paper": grid.layout.paper, "table": grid.layout.table, "caption": grid.caption,
                            "rows": grid.layout.rows, "columns": grid.layout.columns, "cells": grid.records(),
-                           "notes": grid.notes}, indent=2, default=str) + "\n"
+                           "notes": grid.notes,
+                           "claims": [{"claim": r.claim.text, "verdict": r.verdict, "detail": r.detail,
+                                       "difference": r.difference, "se": r.se} for r in results]},
+                          indent=2, default=str) + "\n"
     if fmt == "html":
-        return html_page(grid.caption, display_frame(grid, paper=paper, bold="<b>"), grid.notes, plots or [])
+        return html_page(grid.caption, display_frame(grid, paper=paper, bold="<b>"), grid.notes + claims, plots or [])
     raise ValueError(fmt)
 
 PAPER_FORMATS = ("markdown", "latex", "csv", "json", "html")
