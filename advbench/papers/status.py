@@ -130,6 +130,7 @@ def recipe_markdown(recipe: TableRecipe) -> str:
     if recipe.compute:
         out.append(f"- expected compute: {recipe.compute}")
     out += [f"- discrepancy: {d}" for d in recipe.discrepancies]
+    out += [f"- claim (checked by `report --grid --paper`): {c.text}" for c in recipe.claims]
     return "\n".join(out)
 
 
