@@ -36,12 +36,14 @@ def reproduce(paper: str, table: str, *, scale: str = "smoke", out: str | Path =
               rows: list[str] | None = None, dry_run: bool = False, jobs: int = 1, fmt: str = "markdown",
               show_paper: bool = True, device: str = "auto", quiet: bool = True, output: str | Path | None = None,
               smoke: dict[str, Any] | None = None, log: Any = None, threads: int | None = None,
-              blocks: list[str] | None = None, paper_checkpoints: bool = False) -> tuple[Any, str]:
+              blocks: list[str] | None = None, paper_checkpoints: bool = False,
+              data_dir: str | Path | None = None) -> tuple[Any, str]:
     """Reproduce a paper table: plan its runs, skip finished ones (content hash), train/resume and attack the
     rest, then render the grid with published numbers beside. ``dry_run``: return (plan, plan text) only.
     ``threads``: torch CPU threads per process (on a shared or small CPU box 1 avoids oversubscription);
     ``blocks``: plan only these blocks of the table (default: every block); ``paper_checkpoints``: evaluate the
-    checkpoints the paper lists and fill each column with its best over them (the paper's rule)."""
+    checkpoints the paper lists and fill each column with its best over them (the paper's rule); ``data_dir``: the
+    dataset root every run loads from (not part of a run's hash)."""
 
     resolve_device(device)  # an unavailable device fails here, also for --dry-run
     if jobs < 1:
@@ -49,7 +51,8 @@ def reproduce(paper: str, table: str, *, scale: str = "smoke", out: str | Path =
     if threads is not None and threads < 1:
         raise UserError(f"--threads must be >= 1, got {threads}")
     plan = make_plan(paper, table, scale=scale, out=out, dataset=dataset, model=model, seeds=seeds, rows=rows,
-                     device=device, smoke=smoke, blocks=blocks, paper_checkpoints=paper_checkpoints)
+                     device=device, smoke=smoke, blocks=blocks, paper_checkpoints=paper_checkpoints,
+                     data_dir=data_dir)
     if dry_run:
         return plan, plan.describe() + "\n"
     dirs = run_plan(plan, jobs=jobs, quiet=quiet, device=device, log=log, threads=threads)

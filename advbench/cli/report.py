@@ -93,6 +93,9 @@ def reproduce(
     threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads per process [default: torch's]; keep "
                                                    "jobs x threads <= free cores (1 on a busy machine).")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Override the dataset (either scale).")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="Dataset root (MNIST idx files in DIR/MNIST/raw, ...) "
+                                                    "[default: $ADVBENCH_DATA_DIR or ~/.cache/advbench/data].")
+                        ] = None,
     model: Annotated[Optional[str], typer.Option(help="Override the model (either scale).")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Comma list of seeds [default: the recipe's].")] = None,
     block: Annotated[Optional[list[str]], typer.Option("--block", help="Plan only this block of the table "
@@ -134,7 +137,7 @@ def reproduce(
     _obj, text = api.reproduce(paper, table, scale=scale, out=out, dataset=dataset, model=model, seeds=seed_list,
                                dry_run=dry_run, jobs=jobs, fmt=format_, show_paper=paper_numbers, device=device,
                                quiet=quiet, output=output, log=lambda m: con.print(m, markup=False), threads=threads,
-                               blocks=block or None, paper_checkpoints=paper_checkpoints)
+                               blocks=block or None, paper_checkpoints=paper_checkpoints, data_dir=data_dir)
     if output and not dry_run:
         console().print(f"wrote {output}")
     else:

@@ -68,12 +68,13 @@ def _checked_recipe(paper: str, table: str, scale: str, rows: list[str] | None,
     return recipe
 
 
-def _block_skip(block: Block, main: Block, smoke_scale: bool, sm: dict[str, Any]) -> str | None:
+def _block_skip(block: Block, main: Block, smoke_scale: bool, sm: dict[str, Any],
+                data_dir: str | Path | None = None) -> str | None:
     """Why a block other than the main one is not planned at smoke scale (None: it is)."""
     if not smoke_scale or block is main:
         return None
     if block.dataset != main.dataset:
-        return None if dataset_available(block.dataset) else (
+        return None if dataset_available(block.dataset, data_dir) else (
             f"smoke scale: {block.dataset} is not on disk (its runs would repeat the main block's on synthetic data)")
     if (block.norm, block.eps) != (main.norm, main.eps):
         return None
@@ -92,13 +93,17 @@ def make_plan(paper: str, table: str, *, scale: str = "smoke", out: str | Path =
               dataset: str | None = None, model: str | None = None, seeds: list[int] | None = None,
               rows: list[str] | None = None, device: str = "auto", smoke: dict[str, Any] | None = None,
               eps: str | None = None, norm: str | None = None, blocks: list[str] | None = None,
-              paper_checkpoints: bool = False) -> Plan:
+              paper_checkpoints: bool = False, data_dir: str | Path | None = None) -> Plan:
     """Plan the runs of ``paper`` table ``table``; ``smoke`` overrides entries of :data:`SMOKE` (tests); ``eps`` and
     ``norm`` replace the table's threat model (a user's own budget for a recipe's rows); ``blocks``: plan only these
     blocks. ``dataset``/``model``/``eps``/``norm`` apply to the main block, and then only it is planned unless
     ``blocks`` names others. ``paper_checkpoints``: keep the checkpoints the paper evaluates (``checkpoint_epochs``;
-    at smoke scale every epoch) and fill each column with its best over them, the paper's rule."""
+    at smoke scale every epoch) and fill each column with its best over them, the paper's rule. ``data_dir``: the
+    dataset root the runs load from (and where smoke scale looks for the paper's dataset); not hashed."""
     recipe = _checked_recipe(paper, table, scale, rows, blocks)
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise UserError(f"--data-dir {data_dir} is not a folder; give the folder that holds the datasets "
+                        "(e.g. DIR/MNIST/raw for MNIST)")
     if paper_checkpoints and not recipe.checkpoint_epochs:
         raise UserError(f"{recipe.key} does not evaluate several checkpoints in the paper; drop --paper-checkpoints")
     if eps is not None or norm is not None:
@@ -112,12 +117,13 @@ def make_plan(paper: str, table: str, *, scale: str = "smoke", out: str | Path =
         if block.name not in chosen:
             continue
         main = block is all_blocks[0]
-        why = _block_skip(block, all_blocks[0], scale == "smoke", sm)
+        why = _block_skip(block, all_blocks[0], scale == "smoke", sm, data_dir)
         if why:
             skipped_blocks[block.name] = why
             continue
         planner = Planner(block_recipe(recipe, block), scale, Path(out), dataset if main else None,
-                          model if main else None, device, sm, block=None if main else block.name)
+                          model if main else None, device, sm, block=None if main else block.name,
+                          data_dir=None if data_dir is None else str(data_dir))
         if paper_checkpoints:
             planner.save_epochs = list(range(1, int(sm["epochs"]) + 1)) if scale == "smoke" else list(
                 recipe.checkpoint_epochs)

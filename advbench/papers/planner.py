@@ -60,9 +60,9 @@ class Planner:
     their transfer sources."""
 
     def __init__(self, recipe: TableRecipe, scale: str, out: Path, dataset: str | None, model: str | None,
-                 device: str, sm: dict[str, Any], block: str | None = None) -> None:
+                 device: str, sm: dict[str, Any], block: str | None = None, data_dir: str | None = None) -> None:
         self.recipe, self.sm, self.device, self.model_override = recipe, sm, device, model
-        self.block = block
+        self.block, self.data_dir = block, data_dir
         self.rows: dict[tuple[str, int], PlannedRun | None] = {}  # (row, seed) -> its run (None: the base run)
         self.planning: set[tuple[str, int]] = set()  # rows being planned (a source cycle stops here)
         self.sweeps: list[PlannedRun] = []  # one run per value of a row's sweep
@@ -87,7 +87,7 @@ class Planner:
         """(dataset, substitution note): smoke scale substitutes the synthetic data for a paper's not on disk."""
         if dataset:
             return dataset, None
-        if self.smoke_scale and not dataset_available(self.recipe.dataset):
+        if self.smoke_scale and not dataset_available(self.recipe.dataset, self.data_dir):
             return "synthetic", (f"{self.recipe.dataset} is not on disk: smoke scale substitutes the embedded "
                                  "synthetic dataset")
         return self.recipe.dataset, None
@@ -109,7 +109,8 @@ class Planner:
     def base_options(self, seed: int, net: str) -> dict[str, Any]:
         """TrainConfig options of the standard base run of ``seed`` and model ``net``."""
         common = {"dataset": self.dataset, "defense": "standard", "eps": self.recipe.eps, "norm": self.recipe.norm,
-                  "seed": seed, "device": self.device, "model": net}
+                  "seed": seed, "device": self.device, "model": net,
+                  **({"data_dir": self.data_dir} if self.data_dir else {})}
         if not self.smoke_scale:
             return {**common, **self.recipe.train}
         opts = {**common, **smoke_train_options({}, self.sm, base=True)}
