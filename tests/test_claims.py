@@ -45,7 +45,8 @@ def test_greater_claim_uses_binomial_standard_errors(n, verdict):
 
 
 def test_reversed_order_beyond_noise_disagrees_and_missing_cells_are_not_measured():
-    grid = _grid("soar", "1", {("ResNet / SOAR", "PGD20"): ([40.0], [2000]), ("ResNet / ADV", "PGD20"): ([50.0], [2000])})
+    grid = _grid("soar", "1", {("ResNet / SOAR", "PGD20"): ([40.0], [2000]),
+                               ("ResNet / ADV", "PGD20"): ([50.0], [2000])})
     res = evaluate_claim(grid, SOAR_CLAIM)
     assert res.verdict == "disagrees" and res.difference == pytest.approx(-10.0)
     empty = _grid("soar", "1", {("ResNet / SOAR", "PGD20"): ([40.0], [2000])})

@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pytest
-
 from digits import N_TEST, write_digits_mnist
 
 pytest.importorskip("sklearn")

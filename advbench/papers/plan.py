@@ -35,7 +35,7 @@ from advbench.papers.planned import (  # noqa: F401  (the plan's public names li
     run_hash,
     suites_text,
 )
-from advbench.papers.planner import Planner, skip_reason
+from advbench.papers.planner import Planner, cpu_recipe, skip_reason
 from advbench.papers.published import table_id
 from advbench.papers.recipes import SMOKE, Block, RowRecipe, TableRecipe, block_recipe, blocks_of, get_recipe
 from advbench.papers.status import table_status
@@ -46,7 +46,7 @@ def _checked_recipe(paper: str, table: str, scale: str, rows: list[str] | None,
                     blocks: list[str] | None = None) -> TableRecipe:
     """The recipe of ``paper`` table ``table``; a UserError for an unknown scale, table, row or source."""
     if scale not in SCALES:
-        raise UserError(f"unknown --scale '{scale}'; choose smoke or paper")
+        raise UserError(f"unknown --scale '{scale}'; choose smoke, cpu or paper")
     if paper not in paper_names():
         raise UserError(unknown_name_message("paper", paper, list(paper_names())))
     tid = table_id(table)
@@ -108,6 +108,12 @@ def make_plan(paper: str, table: str, *, scale: str = "smoke", out: str | Path =
         raise UserError(f"{recipe.key} does not evaluate several checkpoints in the paper; drop --paper-checkpoints")
     if eps is not None or norm is not None:
         recipe = dataclasses.replace(recipe, eps=eps or recipe.eps, norm=norm or recipe.norm)
+    if scale == "cpu":
+        if not recipe.cpu:
+            with_cpu = [f"{p} {t}" for p, t in cpu_tables()]
+            raise UserError(f"{recipe.key} has no cpu scale (tables with one: {', '.join(with_cpu)}); use --scale "
+                            "smoke or paper")
+        recipe = cpu_recipe(recipe)
     sm = {**SMOKE, **(smoke or {})}
     all_blocks = blocks_of(recipe)
     hinted = any(v is not None for v in (dataset, model, eps, norm))
@@ -137,6 +143,13 @@ def make_plan(paper: str, table: str, *, scale: str = "smoke", out: str | Path =
         plan.notes.append("checkpoints: the one selected on a held-out validation split (the paper takes each "
                           "column's best over its checkpoints: --paper-checkpoints)")
     return plan
+
+
+def cpu_tables() -> list[tuple[str, str]]:
+    """(paper, table) of the recipes with a cpu scale."""
+    from advbench.papers.published import published_tables
+
+    return [(p, t) for p, t in published_tables() if (r := get_recipe(p, t)) is not None and r.cpu]
 
 
 def _plan_block(planner: Planner, seeds: list[int] | None, rows: list[str] | None) -> Plan:

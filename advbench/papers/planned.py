@@ -23,10 +23,10 @@ from typing import Any
 from advbench import runs
 from advbench.config import HASH_NEUTRAL, config_to_dict
 from advbench.errors import UserError
-from advbench.papers.recipes import TableRecipe, smoke_text
+from advbench.papers.recipes import TableRecipe, cpu_text, smoke_text
 from advbench.resolve import make_train_config
 
-SCALES = ("smoke", "paper")
+SCALES = ("smoke", "cpu", "paper")
 _NOT_HASHED = {"device", "data_dir", "download"}
 BASE_ROW = "(standard base)"  # row label of a base run that no printed row of the table uses
 
@@ -118,6 +118,8 @@ class Plan:
             lines.append(f"  note: {self.substituted}")
         if self.scale == "smoke":
             lines.append(f"  smoke: {smoke_text(self.smoke)}")
+        if self.scale == "cpu":
+            lines.append(f"  cpu: {cpu_text(r.cpu)}")
         lines += [f"  block {name}: {text}" for name, text in self.blocks.items()]
         lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  [skip  ] block {name}: {why}" for name, why in self.skipped_blocks.items()]

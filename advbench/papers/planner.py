@@ -45,6 +45,39 @@ def smoke_overrides(row: RowRecipe, sm: dict[str, Any], paper_epochs: int) -> di
 
 
 
+def cpu_recipe(recipe: TableRecipe) -> TableRecipe:
+    """``recipe`` at cpu scale (:attr:`TableRecipe.cpu`): the paper's recipe from scratch with every row's epochs
+    shortened by the same factor, its lr milestones and the defense options measured in epochs (SAT's lambda
+    ramp, DAT's FOSC decay, warm-ups) scaled in proportion (so each row keeps its own schedule's shape), trained on
+    the first ``n_train`` images and attacked on the first ``n_eval``."""
+    cpu = recipe.cpu
+    paper_epochs = int(recipe.train.get("epochs", 100))
+    factor = int(cpu["epochs"]) / paper_epochs
+
+    def shorter(train: dict[str, Any]) -> dict[str, Any]:
+        out = dict(train)
+        if "epochs" in out:
+            out["epochs"] = max(1, round(int(out["epochs"]) * factor))
+        if "milestones" in out:
+            out["milestones"] = sorted({max(1, round(int(m) * factor)) for m in out["milestones"]})
+        return out
+
+    train = {**shorter(recipe.train), "n_train": int(cpu["n_train"])}
+    rows: dict[str, RowRecipe | str] = {}
+    for label, row in recipe.rows.items():
+        if not isinstance(row, RowRecipe):
+            rows[label] = row
+            continue
+        epochs = int({**recipe.train, **row.train}.get("epochs", paper_epochs))
+        sm = {"epochs": max(1, round(epochs * factor)), "train_attack_steps": int(cpu.get("train_attack_steps", 10**6))}
+        rows[label] = dataclasses.replace(row, options={**row.options, **smoke_overrides(row, sm, epochs)},
+                                          train=shorter(row.train))
+    blocks = tuple(dataclasses.replace(b, train=shorter(b.train), n_eval=int(cpu["n_eval"]) if b.n_eval else None)
+                   for b in recipe.blocks)
+    return dataclasses.replace(recipe, train=train, rows=rows, blocks=blocks, n_eval=int(cpu["n_eval"]),
+                               cpu={**cpu, "paper_epochs": paper_epochs})
+
+
 def skip_reason(row: RowRecipe | str, smoke_scale: bool) -> str | None:
     """Why a printed row is not planned at this scale (None: it is)."""
     if not isinstance(row, RowRecipe):
@@ -77,6 +110,8 @@ class Planner:
         if self.smoke_scale:
             self.suites = tuple((smoke_suite(s[0], int(sm["n_eval_expensive"]), self.n_eval), *s[1:])
                                 for s in recipe.suites)
+        elif scale == "cpu":  # the expensive entries in their smoke variant, on every evaluated image
+            self.suites = tuple((smoke_suite(s[0], self.n_eval, self.n_eval + 1), *s[1:]) for s in recipe.suites)
         self.plan = Plan(recipe, scale, self.out_dir, self.dataset, self.model, self.n_eval, substituted, smoke=sm)
         self.existing = existing_runs(out)  # a run made for another table with the same config is reused
         self.extra: dict[tuple[str, int], PlannedRun | None] = {}  # independently trained transfer sources

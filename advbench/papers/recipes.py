@@ -65,6 +65,17 @@ def smoke_text(sm: dict[str, Any]) -> str:
     return text
 
 
+def cpu_text(cpu: dict[str, Any]) -> str:
+    """One line describing a cpu scale (dry-run plan, grid caption)."""
+    of = f" of {cpu['paper_epochs']}" if cpu.get("paper_epochs") else ""
+    text = (f"the paper's recipe from scratch, shortened to {cpu.get('epochs')} epochs{of} on {cpu.get('n_train')} "
+            "training images (milestones and epoch-based curricula scaled in proportion)")
+    if cpu.get("train_attack_steps"):
+        text += f"; training attacks <= {cpu['train_attack_steps']} steps"
+    text += f"; n_eval {cpu.get('n_eval')} (expensive attacks in their smoke variant)"
+    return text + (f"; {cpu['note']}" if cpu.get("note") else "")
+
+
 def smoke_train_options(train: dict[str, Any], smoke: dict[str, Any], *, base: bool) -> dict[str, Any]:
     """TrainConfig options of a smoke run: the recipe's ``train`` minus its schedule, plus the smoke schedule."""
     keep = {k: v for k, v in train.items() if k not in _PAPER_ONLY_TRAIN_KEYS and k not in SMOKE_TRAIN_KEYS}
@@ -237,6 +248,9 @@ class TableRecipe:
     checkpoint_epochs: tuple[int, ...] = ()
     #: the paper's headline orderings on this table, checked by ``report --grid --paper`` (main tables)
     claims: tuple[Claim, ...] = ()
+    #: ``--scale cpu``: the paper's recipe shortened to about an hour on 2 CPU cores (``epochs``, ``n_train``,
+    #: ``n_eval``, optional ``train_attack_steps``, ``note``); see :func:`advbench.papers.planner.cpu_recipe`
+    cpu: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

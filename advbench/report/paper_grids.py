@@ -22,6 +22,7 @@ from advbench.papers.recipes import (
     ColumnRecipe,
     RowRecipe,
     TableRecipe,
+    cpu_text,
     get_recipe,
     smoke_suite_parent,
     smoke_text,
@@ -190,6 +191,8 @@ def _caption(grid: PaperGrid, frame: pd.DataFrame, matched: list[str]) -> str:
             scale = meta.get("scale", "?")
             if scale == "smoke" and meta.get("smoke"):
                 scale = f"smoke ({smoke_text(meta['smoke'])})"
+            elif scale == "cpu" and meta.get("cpu"):
+                scale = f"cpu ({cpu_text(meta['cpu'])})"
             scales.append(scale)
             if meta.get("substituted"):
                 subst.append(meta["substituted"])
@@ -200,6 +203,9 @@ def _caption(grid: PaperGrid, frame: pd.DataFrame, matched: list[str]) -> str:
     parts = [f"dataset: {ds} (paper: {r.dataset})", f"model: {md} (paper: {r.model})",
              f"threat: {r.threat_text or f'{r.norm} {r.eps}'}", f"n-eval: {n}", f"attacks: {attacks}",
              f"scale: {', '.join(dict.fromkeys(scales)) or 'unknown (runs not made by reproduce)'}"]
+    data = _data_text(list(dict.fromkeys(matched)))
+    if data:
+        parts.append(f"data: {data}")
     measured = [c for c in r.columns.values() if isinstance(c, ColumnRecipe) and (c.measure or c.value)]
     unit = "accuracy (%)" if not measured else "measurements (units as the paper prints them; see attacks)"
     text = f"{head} — {unit}; " + "; ".join(parts) + "; mean ± std over seeds; bold = best measured per column"
@@ -212,6 +218,43 @@ def _caption(grid: PaperGrid, frame: pd.DataFrame, matched: list[str]) -> str:
     for s in dict.fromkeys(subst):
         text += f"; NOTE: {s}"
     return text
+
+
+def _data_text(matched: list[str]) -> str:
+    """Which data trained the runs: dataset, where it was read from, and the training / test set sizes (from each
+    run's config.json), e.g. ``mnist (/data/MNIST/raw): rows trained on 2000 of 7800 training images (base run:
+    4000), 200 held out for validation, test set 10000``."""
+    rows: dict[tuple[Any, ...], None] = {}
+    bases: dict[Any, None] = {}
+    for run in matched:
+        try:
+            record = runs.read_json(Path(run) / "config.json")
+        except (OSError, ValueError):
+            continue
+        d = record.get("dataset")
+        if not isinstance(d, dict):
+            continue
+        where = d.get("data_dir") or d.get("source") or "?"
+        if d.get("source") not in (None, "generated") and d.get("source") != d.get("data_dir"):
+            where = d.get("source")
+        key = (d.get("dataset"), where, d.get("n_train"), d.get("n_train_available"), d.get("n_val"),
+               d.get("n_test_available"))
+        rows[key] = None
+        base = (paper_meta(Path(run)).get("init_from") or {}).get("run")
+        if base:
+            try:
+                bd = runs.read_json(Path(base) / "config.json").get("dataset") or {}
+                bases[bd.get("n_train")] = None
+            except (OSError, ValueError):
+                pass
+    texts = []
+    for name, where, n_train, avail, n_val, n_test in rows:
+        text = f"{name} ({where}): trained on {n_train} of {avail} training images"
+        base_sizes = [b for b in bases if b is not None and b != n_train]
+        if base_sizes:
+            text += f" (base run: {', '.join(map(str, base_sizes))})"
+        texts.append(text + f", {n_val} held out for validation, test set {n_test}")
+    return "; ".join(texts)
 
 
 def _missing_notes(grid: PaperGrid) -> list[str]:
