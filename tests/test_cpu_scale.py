@@ -1,0 +1,71 @@
+"""`reproduce --scale cpu` (the paper's recipe shortened, SAT Table 2) and `reproduce --data-dir`: plans only."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from advbench.errors import UserError
+from advbench.papers.plan import make_plan
+from advbench.papers.recipes import get_recipe
+
+pytest.importorskip("sklearn")
+from digits import write_digits_mnist  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return write_digits_mnist(tmp_path_factory.mktemp("digits"))
+
+
+def test_cpu_scale_shortens_every_row_by_the_same_factor_and_keeps_each_schedule_shape(digits, tmp_path):
+    recipe = get_recipe("sat", "2")
+    cpu = recipe.cpu
+    plan = make_plan("sat", "2", scale="cpu", out=tmp_path, data_dir=digits, device="cpu")
+    factor = cpu["epochs"] / recipe.train["epochs"]  # 10 / 70
+    assert len(plan.runs) == 12 and plan.dataset == "mnist" and plan.model == "sat-cnn" and plan.n_eval == cpu["n_eval"]
+    assert not any(p.base for p in plan.runs) and not any(p.init for p in plan.runs)  # from scratch, as the paper
+    for p in plan.runs:
+        o = p.options
+        assert o["epochs"] == cpu["epochs"] and o["n_train"] == cpu["n_train"] and o["data_dir"] == str(digits)
+        # the paper's milestones 40, 50, 60 of 70 epochs -> 5.7, 7.1, 8.6 of 10 -> 6, 7, 9
+        assert o["milestones"] == [6, 7, 9] and o["lr"] == recipe.train["lr"] and o["momentum"] == 0.9
+        assert p.suites[0][0] == f"autoattack-smoke{cpu['n_eval']}"
+        if o["defense"] in ("h-sat", "p-sat"):  # the lambda ramp over epochs 30-70 (scale 1) -> scale 10/70
+            assert p.settings["defense.schedule_scale"] == pytest.approx(factor, abs=1e-6)
+            assert p.settings["defense.schedule_per_iteration"] is True
+        if o["defense"] == "dat":  # FOSC threshold decays over 80 epochs -> 80 x 10/70
+            assert p.settings["defense.fosc_epochs"] == pytest.approx(80 * factor, abs=1e-5)
+        if o["defense"] == "pgd-at":
+            assert p.settings["defense.steps"] == 10  # the paper's 10 steps, not capped
+    text = plan.describe()
+    assert "at cpu scale" in text and "shortened to 10 epochs of 70 on 10000 training images" in text
+
+
+def test_cpu_scale_on_a_table_without_one_is_a_user_error(capsys):
+    from advbench.cli import main
+
+    with pytest.raises(UserError, match="has no cpu scale .*sat 2"):
+        make_plan("soar", "1", scale="cpu")
+    assert main(["reproduce", "soar", "--table", "1", "--scale", "cpu", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "no cpu scale" in err and "Traceback" not in err
+
+
+def test_data_dir_finds_the_paper_dataset_at_smoke_scale_and_is_not_hashed(digits, tmp_path, capsys):
+    from advbench.cli import main
+
+    other = tmp_path / "copy"
+    shutil.copytree(digits, other)
+    a = make_plan("sat", "2", scale="smoke", out=tmp_path / "a", data_dir=digits, device="cpu")
+    b = make_plan("sat", "2", scale="smoke", out=tmp_path / "b", data_dir=other, device="cpu")
+    assert a.dataset == "mnist" and a.substituted is None  # the real digits, not the synthetic substitute
+    assert [p.hash for p in a.runs] == [p.hash for p in b.runs]
+    assert {p.options["data_dir"] for p in a.runs} == {str(digits)}
+    assert main(["reproduce", "sat", "--table", "2", "--data-dir", str(tmp_path / "nowhere"), "--dry-run",
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "--data-dir" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    assert main(["reproduce", "sat", "--table", "2", "--scale", "cpu", "--data-dir", str(digits), "--dry-run",
+                 "--out", str(tmp_path / "d")]) == 0
+    assert "[train ] P-SAT (ours) seed 0: p-sat" in capsys.readouterr().out
