@@ -28,7 +28,8 @@ def test_cpu_scale_shortens_every_row_by_the_same_factor_and_keeps_each_schedule
     assert not any(p.base for p in plan.runs) and not any(p.init for p in plan.runs)  # from scratch, as the paper
     for p in plan.runs:
         o = p.options
-        assert o["epochs"] == cpu["epochs"] and o["n_train"] == cpu["n_train"] and o["data_dir"] == str(digits)
+        # 1,497 training digits less the default validation split (10%: 149) = 1,348 < the scale's 10,000: all of them
+        assert o["epochs"] == cpu["epochs"] and o["n_train"] == 1348 < cpu["n_train"] and o["data_dir"] == str(digits)
         # the paper's milestones 40, 50, 60 of 70 epochs -> 5.7, 7.1, 8.6 of 10 -> 6, 7, 9
         assert o["milestones"] == [6, 7, 9] and o["lr"] == recipe.train["lr"] and o["momentum"] == 0.9
         assert p.suites[0][0] == f"autoattack-smoke{cpu['n_eval']}"
@@ -41,6 +42,7 @@ def test_cpu_scale_shortens_every_row_by_the_same_factor_and_keeps_each_schedule
             assert p.settings["defense.steps"] == 10  # the paper's 10 steps, not capped
     text = plan.describe()
     assert "at cpu scale" in text and "shortened to 10 epochs of 70 on 10000 training images" in text
+    assert "mnist holds 1348 training images (after the validation split): runs asking for more (10000)" in text
 
 
 def test_cpu_scale_on_a_table_without_one_is_a_user_error(capsys):

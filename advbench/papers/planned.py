@@ -61,6 +61,19 @@ def dataset_available(name: str, data_dir: str | None = None) -> bool:
     return True
 
 
+def train_available(name: str, data_dir: str | None = None) -> int | None:
+    """How many training images a run of dataset ``name`` can use after its default validation split (None for the
+    synthetic dataset, whose size the smoke scale sets, or when the dataset is not on disk)."""
+    if name == "synthetic":
+        return None
+    from advbench.data import load_splits
+
+    try:
+        return int(load_splits(name, data_dir=data_dir, download=False, n_test=1).meta["n_train_available"])
+    except (UserError, OSError, RuntimeError, KeyError, TypeError, ValueError):
+        return None
+
+
 @dataclass
 class PlannedRun:
     """One training run of the plan, with its attack jobs and what will happen to it."""

@@ -16,7 +16,15 @@ from typing import Any
 
 from advbench import runs
 from advbench.defenses import DEFENSES
-from advbench.papers.planned import BASE_ROW, Plan, PlannedRun, dataset_available, existing_runs, run_hash
+from advbench.papers.planned import (
+    BASE_ROW,
+    Plan,
+    PlannedRun,
+    dataset_available,
+    existing_runs,
+    run_hash,
+    train_available,
+)
 from advbench.papers.recipes import SOURCE_SEED_OFFSET, RowRecipe, TableRecipe, smoke_train_options
 from advbench.papers.suites import smoke_suite
 
@@ -104,6 +112,9 @@ class Planner:
         self.out_dir = out / f"{recipe.paper}-table{recipe.table.replace('(', '').replace(')', '')}-{scale}"
         self.base_dir = out / "smoke-base" if self.smoke_scale else self.out_dir
         self.dataset, substituted = self._dataset(dataset)
+        #: a small dataset on disk (scikit-learn's digits as MNIST) holds fewer training images than a scale asks
+        #: for: every run then trains on all of them (the plan says so)
+        self.available = train_available(self.dataset, data_dir) if scale != "paper" else None
         self.model = model or (sm["model"] if self.smoke_scale else recipe.model)
         self.n_eval = int(sm["n_eval"]) if self.smoke_scale else recipe.n_eval
         self.suites = recipe.suites
@@ -113,6 +124,12 @@ class Planner:
         elif scale == "cpu":  # the expensive entries in their smoke variant, on every evaluated image
             self.suites = tuple((smoke_suite(s[0], self.n_eval, self.n_eval + 1), *s[1:]) for s in recipe.suites)
         self.plan = Plan(recipe, scale, self.out_dir, self.dataset, self.model, self.n_eval, substituted, smoke=sm)
+        wanted = [int(sm["n_train"]), int(sm.get("base_n_train", sm["n_train"]))] if self.smoke_scale else [
+            int(recipe.train.get("n_train") or 0)]
+        if self.available is not None and max(wanted) > self.available:
+            self.plan.notes.append(f"{self.dataset} holds {self.available} training images (after the validation "
+                                   f"split): runs asking for more ({', '.join(map(str, sorted(set(wanted))))}) train "
+                                   "on all of them")
         self.existing = existing_runs(out)  # a run made for another table with the same config is reused
         self.extra: dict[tuple[str, int], PlannedRun | None] = {}  # independently trained transfer sources
         self.bases: dict[tuple[int, str], PlannedRun] = {}  # (seed, model) -> the standard run rows fine-tune from
@@ -147,11 +164,17 @@ class Planner:
                   "seed": seed, "device": self.device, "model": net,
                   **({"data_dir": self.data_dir} if self.data_dir else {})}
         if not self.smoke_scale:
-            return {**common, **self.recipe.train}
-        opts = {**common, **smoke_train_options({}, self.sm, base=True)}
+            return self._capped({**common, **self.recipe.train})
+        opts = self._capped({**common, **smoke_train_options({}, self.sm, base=True)})
         if self.dataset == "synthetic":
             syn = dict(self.sm["synthetic_options"])
             opts["dataset_options"] = {**syn, "n_test": max(int(syn.get("n_test", 0)), self.n_eval)}
+        return opts
+
+    def _capped(self, opts: dict[str, Any]) -> dict[str, Any]:
+        """``opts`` with ``n_train`` at most the training images the dataset holds (see :attr:`available`)."""
+        if self.available is not None and opts.get("n_train") and int(opts["n_train"]) > self.available:
+            opts["n_train"] = self.available
         return opts
 
     def base_for(self, seed: int, net: str) -> PlannedRun:
@@ -169,8 +192,8 @@ class Planner:
             return ({**self.base_options(seed, net), **row.train, "defense": row.defense, **threat}, {},
                     row.from_standard)
         train = {**self.recipe.train, **row.train}
-        opts = {**self.base_options(seed, net), **smoke_train_options(train, self.sm, base=False),
-                "defense": row.defense, **threat}
+        opts = self._capped({**self.base_options(seed, net), **smoke_train_options(train, self.sm, base=False),
+                             "defense": row.defense, **threat})
         if DEFENSES.get(row.defense).smoke_low_lr(row.options):
             opts["lr"] = self.sm.get("lr_reg", self.sm["lr"])
         overrides = smoke_overrides(row, self.sm, int(train.get("epochs", 100)))
