@@ -128,6 +128,7 @@ def _verdict(diff: float, se: float | None) -> str:
 
 
 def _pm(diff: float, se: float | None) -> str:
+    diff = diff + 0.0 if round(diff, 2) != 0 else 0.0  # no "-0.00"
     return f"{diff:+.2f}" + (f" ± {se:.2f} (SE)" if se is not None else " (noise unknown)")
 
 

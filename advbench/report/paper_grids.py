@@ -226,6 +226,9 @@ def _data_text(matched: list[str]) -> str:
     4000), 200 held out for validation, test set 10000``."""
     rows: dict[tuple[Any, ...], None] = {}
     bases: dict[Any, None] = {}
+    roles = {run: paper_meta(Path(run)).get("role") for run in matched}
+    if any(role != "base" for role in roles.values()):  # a base run (a Standard row) is named as the base
+        matched = [run for run in matched if roles[run] != "base"]
     for run in matched:
         try:
             record = runs.read_json(Path(run) / "config.json")
