@@ -37,7 +37,7 @@ from advbench.papers.planned import (  # noqa: F401  (the plan's public names li
 )
 from advbench.papers.planner import Planner, cpu_recipe, skip_reason
 from advbench.papers.published import table_id
-from advbench.papers.recipes import SMOKE, Block, RowRecipe, TableRecipe, block_recipe, blocks_of, get_recipe
+from advbench.papers.recipes import SMOKE, SMOKE_BY_DATASET, Block, RowRecipe, TableRecipe, block_recipe, blocks_of, get_recipe
 from advbench.papers.status import table_status
 from advbench.registry import unknown_name_message
 
@@ -114,7 +114,10 @@ def make_plan(paper: str, table: str, *, scale: str = "smoke", out: str | Path =
             raise UserError(f"{recipe.key} has no cpu scale (tables with one: {', '.join(with_cpu)}); use --scale "
                             "smoke or paper")
         recipe = cpu_recipe(recipe)
-    sm = {**SMOKE, **(smoke or {})}
+    # the smoke settings of the data the main block trains on (the paper's when on disk), then the caller's
+    smoke_data = dataset or (recipe.dataset if scale == "smoke" and dataset_available(recipe.dataset, data_dir)
+                             else "synthetic")
+    sm = {**SMOKE, **SMOKE_BY_DATASET.get(smoke_data, {}), **(smoke or {})}
     all_blocks = blocks_of(recipe)
     hinted = any(v is not None for v in (dataset, model, eps, norm))
     chosen = blocks or ([all_blocks[0].name] if hinted else [b.name for b in all_blocks])
