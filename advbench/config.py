@@ -159,6 +159,9 @@ class TrainConfig:
     # epochs (1-based, counted at their end) whose weights are kept as checkpoints/epoch-N.pt besides best/last:
     # the checkpoints a paper evaluates (RAT: "the highest robustness that ever achieved at different checkpoints")
     save_epochs: list[int] = field(default_factory=list)
+    # epochs over which the training attacks' eps ramps linearly from 0 to eps, updated every step (0: none); the
+    # smoke scale gives every row of a table the same warm-up on handwritten digits (docs/reproducing.md)
+    eps_warmup: float = 0.0
     dataset_options: dict[str, Any] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=dict)
     defense_options: dict[str, Any] = field(default_factory=dict)
@@ -182,6 +185,8 @@ class TrainConfig:
             raise UserError(f"--set gamma must be > 0, got {self.gamma}")
         if any(not 1 <= e <= self.epochs for e in self.save_epochs):
             raise UserError(f"--set save_epochs must be epochs in 1..{self.epochs}, got {list(self.save_epochs)}")
+        if not 0 <= self.eps_warmup <= self.epochs:
+            raise UserError(f"--set eps_warmup must be epochs in [0, {self.epochs}], got {self.eps_warmup}")
         if any(m < 0 for m in self.milestones):
             raise UserError(f"--set milestones must be epochs >= 0, got {list(self.milestones)}")
         value, text = parse_eps(self.eps)
@@ -215,7 +220,7 @@ RUNTIME_KEYS = {"amp", "channels_last", "compile", "compile_backend", "cudnn_ben
                 "pin_memory", "data_on_device", "sync_bn", "dist_backend", "mem_every", "save_epochs"}
 #: fields added after runs were first hashed: at these values they are left out of a run's content hash
 #: (:func:`advbench.papers.planned.config_hash`), so existing runs keep their names
-HASH_NEUTRAL = {"save_epochs": []}
+HASH_NEUTRAL = {"save_epochs": [], "eps_warmup": 0.0}
 
 
 def run_config(run_dir: str | Path) -> tuple[dict[str, Any], TrainConfig]:

@@ -71,3 +71,34 @@ def test_data_dir_finds_the_paper_dataset_at_smoke_scale_and_is_not_hashed(digit
     assert main(["reproduce", "sat", "--table", "2", "--scale", "cpu", "--data-dir", str(digits), "--dry-run",
                  "--out", str(tmp_path / "d")]) == 0
     assert "[train ] P-SAT (ours) seed 0: p-sat" in capsys.readouterr().out
+
+
+def test_eps_warmup_ramps_the_training_eps_linearly_and_is_hash_neutral():
+    from advbench.config import TrainConfig
+    from advbench.engine.train import eps_at
+    from advbench.papers.planned import run_hash
+    from advbench.threat import ThreatModel
+
+    threat = ThreatModel.parse("0.3", "linf")
+    assert eps_at(threat, 2.0, 0.5).eps == pytest.approx(0.075)  # a quarter of the way: 0.3 / 4
+    assert eps_at(threat, 2.0, 1.5).eps == pytest.approx(0.225)
+    assert eps_at(threat, 2.0, 2.0) is threat and eps_at(threat, 2.0, 3.0) is threat
+    with pytest.raises(UserError, match="eps_warmup"):
+        TrainConfig(dataset="synthetic", defense="pgd-at", epochs=3, eps_warmup=4.0).validate()
+    opts = {"dataset": "synthetic", "defense": "pgd-at", "epochs": 3}
+    assert run_hash({**opts, "eps_warmup": 0.0}, {}) == run_hash(opts, {}) != run_hash({**opts, "eps_warmup": 1.0}, {})
+
+
+def test_smoke_on_digits_gives_every_row_the_same_warmup_and_the_base_none(digits, tmp_path):
+    from advbench.papers.recipes import SMOKE_BY_DATASET
+
+    plan = make_plan("sat", "2", scale="smoke", out=tmp_path, data_dir=digits, device="cpu", blocks=["0.3"])
+    want = SMOKE_BY_DATASET["mnist"]
+    base = [p for p in plan.runs if p.base]
+    rows = [p for p in plan.runs if not p.base]
+    assert len(base) == 1 and "eps_warmup" not in base[0].options and len(rows) == 6
+    assert {p.options["eps_warmup"] for p in rows} == {want["eps_warmup"]}
+    assert {p.options["epochs"] for p in rows} == {want.get("epochs", 3)}
+    assert f"ramps from 0 over its first {want['eps_warmup']} epochs" in plan.describe()
+    syn = make_plan("sat", "2", scale="smoke", out=tmp_path, device="cpu", blocks=["0.3"])  # synthetic: unchanged
+    assert all(p.options.get("eps_warmup", 0.0) == 0.0 for p in syn.runs)

@@ -84,7 +84,8 @@ def reproduce(
                                                    show_default=False)] = None,
     table: Annotated[Optional[str], typer.Option("--table", "-t", help="Table as printed: 1, 2a, ...")] = None,
     scale: Annotated[str, typer.Option(help="smoke (minutes on a CPU; synthetic data when the paper's is not on "
-                                       "disk) or paper (the paper's recipe).")] = "smoke",
+                                       "disk), cpu (the paper's recipe shortened to about an hour on 2 cores; "
+                                       "tables that define it) or paper (the paper's recipe).")] = "smoke",
     list_tables: Annotated[bool, typer.Option("--list", help="List every table of every paper with its "
                                               "status.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (train / resume / done) and "

@@ -241,6 +241,8 @@ class Trainer:
         ctx = StepContext(epoch=epoch, step=b, steps_per_epoch=self.steps_per_epoch, epochs=cfg.epochs,
                           num_classes=self.splits.info.num_classes, idx=idx, optim=self.optimizer)
         lr = cfg.lr * lr_factor(cfg, ctx.progress)
+        if cfg.eps_warmup > 0:  # the training attacks' eps at the end of this step of the warm-up
+            self.defense.threat = eps_at(self.threat, cfg.eps_warmup, ctx.progress + 1 / max(1, self.steps_per_epoch))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if cfg.channels_last and x.dim() == 4:
@@ -298,6 +300,13 @@ class Trainer:
         out["val_split"] = "test" if cfg.select == "test-robust" else "val"  # type: ignore[assignment]
         out["val_n"] = n
         return out
+
+
+def eps_at(threat: ThreatModel, warmup: float, epochs_done: float) -> ThreatModel:
+    """``threat`` with its eps scaled by ``min(1, epochs_done / warmup)`` (the linear eps warm-up)."""
+    factor = min(1.0, epochs_done / warmup)
+    return threat if factor >= 1.0 else dataclasses.replace(threat, eps=threat.eps * factor,
+                                                             eps_text=f"{threat.eps * factor:.6g}")
 
 
 def start_run(cfg: TrainConfig, *, out: str | Path = "runs", name: str | None = None,

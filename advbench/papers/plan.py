@@ -37,7 +37,16 @@ from advbench.papers.planned import (  # noqa: F401  (the plan's public names li
 )
 from advbench.papers.planner import Planner, cpu_recipe, skip_reason
 from advbench.papers.published import table_id
-from advbench.papers.recipes import SMOKE, SMOKE_BY_DATASET, Block, RowRecipe, TableRecipe, block_recipe, blocks_of, get_recipe
+from advbench.papers.recipes import (
+    SMOKE,
+    SMOKE_BY_DATASET,
+    Block,
+    RowRecipe,
+    TableRecipe,
+    block_recipe,
+    blocks_of,
+    get_recipe,
+)
 from advbench.papers.status import table_status
 from advbench.registry import unknown_name_message
 

@@ -38,19 +38,19 @@ SMOKE: dict[str, Any] = {
     "optimizer": "adam", "lr": 0.002, "lr_reg": 0.0005, "schedule": "cosine", "weight_decay": 0.0,
     "val_n": 200, "val_attack_steps": 5, "train_attack_steps": 5,
     "n_eval": 250, "n_eval_expensive": 100, "seeds": (0,),
-    "synthetic_options": {"n_train": 4500, "n_test": 250},
+    "synthetic_options": {"n_train": 4500, "n_test": 250}, "eps_warmup": 0.0,
 }
 #: what smoke scale changes on a dataset of handwritten digits on disk (MNIST, or scikit-learn's digits written as
 #: MNIST, see docs/reproducing.md): the same for every row, so each row keeps its own schedule's shape. Measured on
 #: the real digits (eps 0.3): at lr 0.002 every fine-tuned row ends at chance within an epoch (the first epochs' CE
 #: on eps-0.3 examples is ~6 and Adam at 0.002 wipes out the base model), PGD-AT stays there for 12 epochs.
 SMOKE_BY_DATASET: dict[str, dict[str, Any]] = {
-    "mnist": {"lr": 0.0005, "lr_reg": 0.0005},
-    "fashion-mnist": {"lr": 0.0005, "lr_reg": 0.0005},
+    "mnist": {"epochs": 4, "eps_warmup": 2.0},
+    "fashion-mnist": {"epochs": 4, "eps_warmup": 2.0},
 }
 #: TrainConfig keys that smoke scale sets itself (a recipe's values for them apply at paper scale only)
 SMOKE_TRAIN_KEYS = ("epochs", "n_train", "batch_size", "optimizer", "lr", "schedule", "weight_decay",
-                    "val_n", "val_attack_steps")
+                    "val_n", "val_attack_steps", "eps_warmup")
 _PAPER_ONLY_TRAIN_KEYS = {"milestones", "gamma", "momentum", "nesterov", "model_options",
                           "max_batches_per_epoch", "init_from"}
 
@@ -67,6 +67,8 @@ def smoke_text(sm: dict[str, Any]) -> str:
             text += f" (TRADES-family and gradient-regularizer rows lr {g('lr_reg')})"
     if "train_attack_steps" in sm:
         text += f"; training attacks <= {g('train_attack_steps')} steps"
+    if sm.get("eps_warmup"):
+        text += f"; every row's training eps ramps from 0 over its first {g('eps_warmup')} epochs"
     text += f"; n_eval {g('n_eval')}"
     if "n_eval_expensive" in sm:
         text += f" ({g('n_eval_expensive')} for the expensive attacks)"
@@ -87,8 +89,9 @@ def cpu_text(cpu: dict[str, Any]) -> str:
 def smoke_train_options(train: dict[str, Any], smoke: dict[str, Any], *, base: bool) -> dict[str, Any]:
     """TrainConfig options of a smoke run: the recipe's ``train`` minus its schedule, plus the smoke schedule."""
     keep = {k: v for k, v in train.items() if k not in _PAPER_ONLY_TRAIN_KEYS and k not in SMOKE_TRAIN_KEYS}
-    opts = {**keep, **{k: smoke[k] for k in SMOKE_TRAIN_KEYS}}
+    opts = {**keep, **{k: smoke[k] for k in SMOKE_TRAIN_KEYS if k in smoke}}
     if base:
+        opts.pop("eps_warmup", None)  # the standard base run has no training attack
         opts["epochs"] = smoke["base_epochs"]
         opts["n_train"] = smoke.get("base_n_train", smoke["n_train"])
     return opts
