@@ -102,6 +102,8 @@ def reproduce(
     block: Annotated[Optional[list[str]], typer.Option("--block", help="Plan only this block of the table "
                                                        "(repeatable; --list names them) [default: every block].")
                      ] = None,
+    row: Annotated[Optional[list[str]], typer.Option("--row", help="Plan only this printed row (repeatable) "
+                                                     "[default: every row].")] = None,
     paper_checkpoints: Annotated[bool, typer.Option("--paper-checkpoints", help="Keep and attack the checkpoints "
                                                     "the paper evaluates; each column shows its best over them (the "
                                                     "paper's rule; default: the validation-selected checkpoint).")
@@ -138,7 +140,8 @@ def reproduce(
     _obj, text = api.reproduce(paper, table, scale=scale, out=out, dataset=dataset, model=model, seeds=seed_list,
                                dry_run=dry_run, jobs=jobs, fmt=format_, show_paper=paper_numbers, device=device,
                                quiet=quiet, output=output, log=lambda m: con.print(m, markup=False), threads=threads,
-                               blocks=block or None, paper_checkpoints=paper_checkpoints, data_dir=data_dir)
+                               blocks=block or None, paper_checkpoints=paper_checkpoints, data_dir=data_dir,
+                               rows=row or None)
     if output and not dry_run:
         console().print(f"wrote {output}")
     else:
