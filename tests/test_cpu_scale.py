@@ -23,26 +23,26 @@ def test_cpu_scale_shortens_every_row_by_the_same_factor_and_keeps_each_schedule
     recipe = get_recipe("sat", "2")
     cpu = recipe.cpu
     plan = make_plan("sat", "2", scale="cpu", out=tmp_path, data_dir=digits, device="cpu")
-    factor = cpu["epochs"] / recipe.train["epochs"]  # 10 / 70
+    factor = cpu["epochs"] / recipe.train["epochs"]  # 6 / 70
     assert len(plan.runs) == 12 and plan.dataset == "mnist" and plan.model == "sat-cnn" and plan.n_eval == cpu["n_eval"]
     assert not any(p.base for p in plan.runs) and not any(p.init for p in plan.runs)  # from scratch, as the paper
     for p in plan.runs:
         o = p.options
-        # 1,497 training digits less the default validation split (10%: 149) = 1,348 < the scale's 10,000: all of them
+        # 1,497 training digits less the default validation split (10%: 149) = 1,348 < the scale's 2,000: all of them
         assert o["epochs"] == cpu["epochs"] and o["n_train"] == 1348 < cpu["n_train"] and o["data_dir"] == str(digits)
-        # the paper's milestones 40, 50, 60 of 70 epochs -> 5.7, 7.1, 8.6 of 10 -> 6, 7, 9
-        assert o["milestones"] == [6, 7, 9] and o["lr"] == recipe.train["lr"] and o["momentum"] == 0.9
+        # the paper's milestones 40, 50, 60 of 70 epochs -> 3.4, 4.3, 5.1 of 6 -> 3, 4, 5
+        assert o["milestones"] == [3, 4, 5] and o["lr"] == recipe.train["lr"] and o["momentum"] == 0.9
         assert p.suites[0][0] == f"autoattack-smoke{cpu['n_eval']}"
-        if o["defense"] in ("h-sat", "p-sat"):  # the lambda ramp over epochs 30-70 (scale 1) -> scale 10/70
+        if o["defense"] in ("h-sat", "p-sat"):  # the lambda ramp over epochs 30-70 (scale 1) -> scale 6/70
             assert p.settings["defense.schedule_scale"] == pytest.approx(factor, abs=1e-6)
             assert p.settings["defense.schedule_per_iteration"] is True
-        if o["defense"] == "dat":  # FOSC threshold decays over 80 epochs -> 80 x 10/70
+        if o["defense"] == "dat":  # FOSC threshold decays over 80 epochs -> 80 x 6/70
             assert p.settings["defense.fosc_epochs"] == pytest.approx(80 * factor, abs=1e-5)
         if o["defense"] == "pgd-at":
             assert p.settings["defense.steps"] == 10  # the paper's 10 steps, not capped
     text = plan.describe()
-    assert "at cpu scale" in text and "shortened to 10 epochs of 70 on 10000 training images" in text
-    assert "mnist holds 1348 training images (after the validation split): runs asking for more (10000)" in text
+    assert "at cpu scale" in text and "shortened to 6 epochs of 70 on 2000 training images" in text
+    assert "mnist holds 1348 training images (after the validation split): runs asking for more (2000)" in text
 
 
 def test_cpu_scale_on_a_table_without_one_is_a_user_error(capsys):
