@@ -7,6 +7,7 @@ a printed row by its defense and options, fills each printed column from the sto
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -130,8 +131,19 @@ def _relative(grid: PaperGrid, recipe: TableRecipe, matched: list[str]) -> None:
         for row in grid.layout.rows:
             if (row, col) in grid.values:
                 grid.values[(row, col)] = [v / ref for v in grid.values[(row, col)]]
-        grid.notes.append(f"column {col}: smoke scale shows ratios to row {spec.relative_to!r} (paper scale: "
-                          "absolute values on the device that trained the runs)")
+        # the published cells as the same ratios, so that measured and published compare (a copy: layouts are cached)
+        pub_ref = grid.layout.cells.get((spec.relative_to, col))
+        cells = dict(grid.layout.cells)
+        for row in grid.layout.rows:
+            cell = cells.get((row, col))
+            if cell is not None:
+                ok = cell.value is not None and pub_ref is not None and pub_ref.value
+                cells[(row, col)] = dataclasses.replace(
+                    cell, value=cell.value / pub_ref.value if ok else None, std=None,
+                    unit=f"ratio to {spec.relative_to}")
+        grid.layout = dataclasses.replace(grid.layout, cells=cells)
+        grid.notes.append(f"column {col}: smoke scale shows ratios to row {spec.relative_to!r}, the published values "
+                          "too (paper scale: absolute values on the device that trained the runs)")
 
 
 def _n_eval_text(sub: pd.DataFrame) -> str:
