@@ -63,11 +63,12 @@ class PaperGrid:
         return mean, std
 
     def best(self) -> dict[str, set[str]]:
-        """Rows with the best measured mean per column (max accuracy; min for error columns; ties all bold)."""
+        """Rows with the best measured mean per column (max accuracy; min for error and cost columns; ties all
+        bold)."""
         out: dict[str, set[str]] = {}
         for col in self.layout.columns:
             spec = self.recipe.columns.get(col) if self.recipe else None
-            lower = isinstance(spec, ColumnRecipe) and spec.transform == "error"
+            lower = isinstance(spec, ColumnRecipe) and (spec.transform == "error" or spec.measure is not None)
             scored = {r: round(m, 2) for r in self.layout.rows if (m := self.mean_std(r, col)[0]) is not None}
             if scored:
                 top = (min if lower else max)(scored.values())
