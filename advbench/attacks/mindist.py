@@ -10,7 +10,6 @@ accuracy-vs-eps curves. Correctness at the evaluation's eps is d > eps.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advbench.attacks.base import ATTACKS, Attack, Perturbation, renorm_l2
+from advbench.attacks.base import ATTACKS, renorm_l2
+from advbench.attacks.distances import DistanceAttack, DistanceOptions
 from advbench.attacks.pgd import input_grad
 from advbench.errors import UserError
-from advbench.threat import ThreatModel
 
 
 def _col(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -108,20 +107,21 @@ def min_distance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, 
 
 
 @dataclass
-class MinDistOptions:
+class MinDistOptions(DistanceOptions):
     """Bisection-PGD minimum distance: ``eps_max`` (default: 0.5 Linf, 10 L2), ``bisection`` halvings (12),
     PGD ``steps`` (20) with step = ``step_ratio``·eps, start, and the curve's number of eps points."""
 
-    eps_max: float | None = None
-    bisection: int = 12
-    steps: int = 20
-    step_ratio: float = 0.25
-    init: Literal["zero", "uniform"] = "zero"
-    curve_points: int = 33
+    eps_max: float | None = None  # upper end of the bisection (default 0.5 Linf, 10 L2)
+    bisection: int = 12  # halvings of [lo, hi]
+    steps: int = 20  # PGD steps per bisection point
+    step_ratio: float = 0.25  # PGD step = step_ratio * eps
+    init: Literal["zero", "uniform"] = "zero"  # PGD start
+    refine: int = 0  # bisection steps along the segment from the image to the adversarial point found
 
     def validate(self) -> None:
         """Positive budgets."""
-        if self.bisection < 0 or self.steps < 1 or self.curve_points < 2:
+        super().validate()
+        if self.bisection < 0 or self.steps < 1:
             raise UserError("min-dist needs bisection >= 0, steps >= 1, curve_points >= 2")
         if self.eps_max is not None and self.eps_max <= 0:
             raise UserError("min-dist eps_max must be > 0")
@@ -136,50 +136,15 @@ def default_eps_max(norm: str) -> float:
 
 @ATTACKS.register("min-dist", help="Minimum-distance evaluation: per-sample smallest L2/Linf perturbation by "
                   "bisection-PGD over eps, accuracy-vs-eps curve", aliases=("mindist",))
-class MinDist(Attack):
+class MinDist(DistanceAttack):
     """Per-sample minimum adversarial distance in the threat's norm; correct at eps iff distance > eps."""
-
-    expensive = True
 
     Options = MinDistOptions
 
-    def perturb_ex(self, model, x, y, generator=None):
-        """Bisection over eps with PGD; the returned image is the closest adversarial one if within eps."""
+    def search(self, model, x, y, generator=None):
+        """Bisection over eps with PGD: the closest adversarial image found (the clean image where none)."""
         o = self.options
         eps_max = o.eps_max if o.eps_max is not None else default_eps_max(self.threat.norm)
-        dist, x_best = min_distance(model, x, y, self.threat.norm, eps_max=eps_max, bisection=o.bisection,
-                                    steps=o.steps, step_ratio=o.step_ratio, init=o.init, generator=generator)
-        within = dist <= self.threat.eps
-        x_adv = torch.where(_col(within, x), x_best, x)
-        values = [None if math.isinf(v) else v for v in dist.tolist()]
-        return Perturbation(x_adv, per_sample={"distance": values},
-                            info={"eps_max": eps_max, "curve_points": o.curve_points})
-
-    def perturb(self, model, x, y, generator=None):
-        """Adversarial images (see :meth:`perturb_ex`)."""
-        return self.perturb_ex(model, x, y, generator).x_adv
-
-    @classmethod
-    def summarize(cls, per_sample, info, correct, threat: ThreatModel):
-        """Mean/median distance, empirical error at eps, and the accuracy-vs-eps curve."""
-        dist = per_sample.get("distance", [])
-        if not dist:
-            return {}
-        first = info[0] if info else {}
-        eps_max = first.get("eps_max", default_eps_max(threat.norm))
-        points = max(2, int(first.get("curve_points", 33)))
-        n = len(dist)
-        found = sorted(d for d in dist if d is not None)
-        grid = sorted({round(eps_max * i / (points - 1), 12) for i in range(points)} | {threat.eps})
-        curve = [{"eps": e, "accuracy": sum(1 for d in dist if d is None or d > e) / n} for e in grid]
-        return {
-            "norm": threat.norm,
-            "eps_max": eps_max,
-            "n_not_found": n - len(found),
-            "mean_distance": sum(found) / len(found) if found else None,
-            "median_distance": found[len(found) // 2] if found else None,
-            "mean_distance_rule": "mean over samples with a distance found (0 for misclassified clean images); "
-                                  "samples not fooled at eps_max are excluded and counted in n_not_found",
-            "empirical_error_at_eps": sum(1 for d in dist if d is not None and d <= threat.eps) / n,
-            "curve": curve,
-        }
+        _dist, x_best = min_distance(model, x, y, self.threat.norm, eps_max=eps_max, bisection=o.bisection,
+                                     steps=o.steps, step_ratio=o.step_ratio, init=o.init, generator=generator)
+        return x_best, {"eps_max": eps_max}
