@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from advbench.attacks.base import ATTACKS, Attack, Perturbation
+from advbench.attacks.base import ATTACKS, Attack, Perturbation, renorm_l2
 from advbench.attacks.pgd import input_grad
 from advbench.errors import UserError
 from advbench.threat import ThreatModel, parse_eps
@@ -210,6 +210,51 @@ class DistanceAttack(Attack):
     def summarize(cls, per_sample, info, correct, threat: ThreatModel):
         """Mean/median distance, empirical error at eps and at ``eps_list``, and the accuracy-vs-eps curve."""
         return distance_summary(per_sample, info, threat)
+
+
+def default_eps_max(norm: str) -> float:
+    """Upper end of the bisection when none is given."""
+    return 0.5 if norm == "linf" else 10.0
+
+
+def pgd_per_sample_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: torch.Tensor, *,
+                       steps: int, step_ratio: float, init: str, generator: torch.Generator | None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE PGD with one budget per sample (step = step_ratio·eps); returns the first misclassified iterate
+    (or the last one) and whether the sample was fooled."""
+    e = _col(eps, x)
+    if init == "uniform":
+        gdev = generator.device if generator is not None else x.device
+        if norm == "linf":
+            delta = (2 * torch.rand(x.shape, generator=generator, device=gdev).to(x) - 1) * e
+        else:
+            d = torch.randn(x.shape, generator=generator, device=gdev).to(x)
+            d = d / _col(d.flatten(1).norm(dim=1).clamp_min(1e-12), x)
+            delta = d * _col(torch.rand(x.shape[0], generator=generator, device=gdev).to(x), x) * e
+        delta = (x + delta).clamp(0, 1) - x
+    else:
+        delta = torch.zeros_like(x)
+    found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    best = x.clone()
+    alpha = e * step_ratio
+    for _ in range(steps + 1):
+        delta.requires_grad_(True)
+        logits = model(x + delta)
+        with torch.no_grad():
+            wrong = (logits.argmax(1) != y) & ~found
+            best = torch.where(_col(wrong, x), x + delta, best)
+            found |= wrong
+        if _ == steps or bool(found.all()):
+            break
+        grad = input_grad(torch.nn.functional.cross_entropy(logits, y, reduction="sum"), delta)
+        with torch.no_grad():
+            if norm == "linf":
+                delta = torch.maximum(torch.minimum(delta + alpha * grad.sign(), e), -e)
+            else:
+                g = grad / _col(grad.flatten(1).norm(dim=1).clamp_min(1e-12), grad)
+                delta = renorm_l2(delta + alpha * g, eps)
+            delta = (x + delta).clamp(0, 1) - x
+    return best.detach(), found
 
 
 # ------------------------------------------------------------------------------------------------- Carlini-Wagner
@@ -559,8 +604,6 @@ def log_barrier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, *
     """LogBarrier: proximal-gradient steps on ||delta|| - mu·log m(x + delta) from a misclassified start (m > 0
     is the logit margin); a step is taken only if it stays misclassified and lowers the objective, else its size
     halves. Returns the closest misclassified iterate (the clean image where no start was found)."""
-    from advbench.attacks.mindist import pgd_per_sample_eps
-
     n = x.shape[0]
     gdev = generator.device if generator is not None else x.device
     start = x.clone()
@@ -638,8 +681,6 @@ class LogBarrier(DistanceAttack):
     def search(self, model, x, y, generator):
         """Noise / PGD start, then the barrier descent."""
         o = self.options
-        from advbench.attacks.mindist import default_eps_max
-
         eps_max = o.eps_max if o.eps_max is not None else default_eps_max(self.threat.norm)
         return log_barrier(model, x, y, self.threat.norm, outer=o.outer, inner=o.inner, mu=o.mu, shrink=o.shrink,
                            eps_max=eps_max, init_trials=o.init_trials, generator=generator), {}

@@ -14,63 +14,21 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from advbench.attacks.base import ATTACKS, renorm_l2
-from advbench.attacks.distances import DistanceAttack, DistanceOptions
-from advbench.attacks.pgd import input_grad
+from advbench.attacks.base import ATTACKS
+from advbench.attacks.distances import (
+    DistanceAttack,
+    DistanceOptions,
+    default_eps_max,
+    perturbation_norm,
+    pgd_per_sample_eps,
+)
 from advbench.errors import UserError
 
 
 def _col(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t.view(-1, *([1] * (like.dim() - 1)))
-
-
-def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    """Per-sample Linf or L2 norm of ``delta``."""
-    flat = delta.flatten(1)
-    return flat.abs().amax(dim=1) if norm == "linf" else flat.norm(dim=1)
-
-
-def pgd_per_sample_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: torch.Tensor, *,
-                       steps: int, step_ratio: float, init: str, generator: torch.Generator | None
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CE PGD with one budget per sample (step = step_ratio·eps); returns the first misclassified iterate
-    (or the last one) and whether the sample was fooled."""
-    e = _col(eps, x)
-    if init == "uniform":
-        gdev = generator.device if generator is not None else x.device
-        if norm == "linf":
-            delta = (2 * torch.rand(x.shape, generator=generator, device=gdev).to(x) - 1) * e
-        else:
-            d = torch.randn(x.shape, generator=generator, device=gdev).to(x)
-            d = d / _col(d.flatten(1).norm(dim=1).clamp_min(1e-12), x)
-            delta = d * _col(torch.rand(x.shape[0], generator=generator, device=gdev).to(x), x) * e
-        delta = (x + delta).clamp(0, 1) - x
-    else:
-        delta = torch.zeros_like(x)
-    found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    best = x.clone()
-    alpha = e * step_ratio
-    for _ in range(steps + 1):
-        delta.requires_grad_(True)
-        logits = model(x + delta)
-        with torch.no_grad():
-            wrong = (logits.argmax(1) != y) & ~found
-            best = torch.where(_col(wrong, x), x + delta, best)
-            found |= wrong
-        if _ == steps or bool(found.all()):
-            break
-        grad = input_grad(F.cross_entropy(logits, y, reduction="sum"), delta)
-        with torch.no_grad():
-            if norm == "linf":
-                delta = torch.maximum(torch.minimum(delta + alpha * grad.sign(), e), -e)
-            else:
-                g = grad / _col(grad.flatten(1).norm(dim=1).clamp_min(1e-12), grad)
-                delta = renorm_l2(delta + alpha * g, eps)
-            delta = (x + delta).clamp(0, 1) - x
-    return best.detach(), found
 
 
 def min_distance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, *, eps_max: float, bisection: int,
@@ -127,11 +85,6 @@ class MinDistOptions(DistanceOptions):
             raise UserError("min-dist eps_max must be > 0")
         if self.step_ratio <= 0:
             raise UserError("min-dist step_ratio must be > 0")
-
-
-def default_eps_max(norm: str) -> float:
-    """Upper end of the bisection when none is given."""
-    return 0.5 if norm == "linf" else 10.0
 
 
 @ATTACKS.register("min-dist", help="Minimum-distance evaluation: per-sample smallest L2/Linf perturbation by "
