@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("advbench.papers",),
     ("advbench.resolve",),
     ("advbench.defenses",),
+    ("advbench.certify",),
     ("advbench.attacks",),
     ("advbench.config", "advbench.data", "advbench.models"),
     ("advbench.core",),
