@@ -106,7 +106,7 @@ def test_certify_radius_is_below_the_exact_one_and_approaches_it(linear):
             assert cert.radius == pytest.approx(cohen_radius(cert.p_lower, sigma))
             row.append(r - cert.radius)
         gaps.append(row)
-    for small, large in zip(gaps, gaps[1:]):
+    for small, large in zip(gaps, gaps[1:], strict=False):
         assert all(g2 < g1 for g1, g2 in zip(small, large, strict=True)), gaps
     assert max(gaps[-1]) < 0.02, gaps
 

@@ -26,7 +26,8 @@ def certify(run: str | Path, *, method: str = "smoothing", norm: str = "l2", rad
             sigma: float = 0.25, n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: int = 1000,
             batches: int = 100, stat_batch: int = 100, p: float = 0.001, grid: str | None = None,
             n_eval: int = 1000, seed: int = 0, checkpoint: str = "best", name: str | None = None,
-            device: str = "auto", force: bool = False, quiet: bool = True, stop: StopFlag | None = None) -> dict[str, Any]:
+            device: str = "auto", force: bool = False, quiet: bool = True,
+            stop: StopFlag | None = None) -> dict[str, Any]:
     """Certify the first ``n_eval`` test images of ``run``; write and return ``RUN/certify/<name>.json``.
 
     ``method``: ``smoothing`` (Cohen et al.'s CERTIFY with ``sigma``, ``n0``, ``n``, ``alpha``; ``batch_size`` noisy
