@@ -189,7 +189,12 @@ def test_cli_certifies_reuses_and_reports(capsys, tiny_run):
 @pytest.mark.parametrize("args,needle", [
     (["--method", "randomized"], "unknown --method"),
     (["--norm", "linf"], "certifies l2 radii"),
-    (["--sigma", "0"], "--sigma must be > 0"),
+    (["--sigma", "0"], "--sigma must be a finite number > 0"),
+    (["--sigma", "inf"], "--sigma must be a finite number > 0"),
+    (["--sigma", "nan"], "--sigma must be a finite number > 0"),
+    (["--p", "nan", "--method", "lbound"], "--p must be in (0, 1)"),
+    (["--n-eval", "0"], "--n-eval and --batch-size must be >= 1"),
+    (["--grid", "1e400", "--method", "omega"], "invalid eps"),
     (["--alpha", "1.5"], "--alpha must be in (0, 1)"),
     (["--n", "0"], "--n must be >= 1"),
     (["--radii", "0.5,-1"], "invalid eps"),

@@ -12,6 +12,7 @@ The noise is not clipped to [0, 1] (as in Cohen et al.); the base classifier run
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -40,8 +41,8 @@ class SmoothingOptions:
 
     def validate(self) -> None:
         """σ > 0, counts >= 1, 0 < α < 1."""
-        if not self.sigma > 0:
-            raise UserError(f"--sigma must be > 0, got {self.sigma}")
+        if not (self.sigma > 0 and math.isfinite(self.sigma)):
+            raise UserError(f"--sigma must be a finite number > 0, got {self.sigma}")
         for flag, value in (("--n0", self.n0), ("--n", self.n), ("--batch-size", self.batch)):
             if value < 1:
                 raise UserError(f"{flag} must be >= 1, got {value}")

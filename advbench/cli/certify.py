@@ -21,16 +21,17 @@ def certify(
                  ] = 100_000,
     n0: Annotated[int, typer.Option("--n0", help="Smoothing: noisy samples that pick the top class.")] = 100,
     alpha: Annotated[float, typer.Option(help="Smoothing: failure probability of each certificate.")] = 0.001,
-    radii: Annotated[Optional[str], typer.Option(help="Radii of the certified accuracy, comma list [default: l2 "
-                                                 "0.25,0.5,...,2.0 (Table 5); linf 2/255,8/255 (Table 1)].")] = None,
+    radii: Annotated[Optional[str], typer.Option(
+        metavar="R,R,...", help="Radii of the certified accuracy, comma list [default: l2 0.25,0.5,...,2.0 (Table 5); "
+        "linf 2/255,8/255 (Table 1)].")] = None,
     norm: Annotated[str, typer.Option(help="l2, or linf (bounds only; dual norm l1).")] = "l2",
     batches: Annotated[int, typer.Option(help="Bounds: batch maxima the GEV is fitted to.")] = 100,
     stat_batch: Annotated[int, typer.Option(help="Bounds: samples per batch maximum.")] = 100,
     p: Annotated[float, typer.Option("--p", help="Bounds: GEV threshold; the estimate is the 1 - p quantile.")
                  ] = 0.001,
-    grid: Annotated[Optional[str], typer.Option(help="omega: eps grid of the distance, comma list [default: l2 "
-                                                "0.05 steps to 2.0; linf 1/255 ... 16/255]; the radii are added.")
-                    ] = None,
+    grid: Annotated[Optional[str], typer.Option(
+        metavar="EPS,EPS,...", help="omega: eps grid of the distance, comma list [default: l2 0.05 steps to 2.0; "
+        "linf 1/255 ... 16/255]; the radii are added.")] = None,
     n_eval: Annotated[int, typer.Option(help="Certify the first N test images, in order.")] = 1000,
     batch_size: Annotated[int, typer.Option(help="Noisy copies (smoothing) or images (bounds) per forward pass.")
                           ] = 1000,
