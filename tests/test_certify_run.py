@@ -184,6 +184,8 @@ def test_cli_certifies_reuses_and_reports(capsys, tiny_run):
     for column in ("Smoothing σ=0.25@0.25", "Smoothing σ=0.25@2.0", "L-bound@0.5", "ω-bound@0.25", "ω-bound@8/255"):
         assert column in grid.columns, list(grid.columns)
     assert list(grid.columns).index("Smoothing σ=0.25@0.25") > list(grid.columns).index("Clean")
+    code, out, _ = _cli(capsys, "show", str(tiny_run))
+    assert code == 0 and "certify/smoothing-sigma0.25.json: Smoothing σ=0.25 (l2) certified accuracy at 0.25" in out
 
 
 @pytest.mark.parametrize("args,needle", [
