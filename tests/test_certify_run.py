@@ -216,3 +216,17 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tiny_run, args, needle):
 def test_a_missing_run_is_one_line(capsys, tmp_path):
     code, _, err = _cli(capsys, "certify", str(tmp_path / "nope"))
     assert code == 2 and "run directory not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_malformed_certification_is_skipped_by_the_report(tiny_run):
+    from advbench.report.frame import load_frame
+
+    bad = tiny_run / "certify" / "broken.json"
+    bad.parent.mkdir(exist_ok=True)
+    bad.write_text(json.dumps({"name": "broken", "label": "L-bound"}))  # no n_eval, norm or certified
+    try:
+        frame = load_frame([tiny_run])
+        assert any(str(bad) in s and "malformed" in s for s in frame.attrs["skipped"])
+        assert not (frame["suite"] == "certify:broken").any()
+    finally:
+        bad.unlink()
