@@ -35,7 +35,9 @@ def comparison_grid(frame: pd.DataFrame, suite: str | None = None) -> pd.DataFra
 
     Row labels write eps-like option values as fractions (``step_size=2.5/255``) and add dataset/model/eps
     when the frame mixes several of them. When several eps were
-    attacked, attack columns are suffixed ``@eps``. ``suite`` restricts to one suite.
+    attacked, attack columns are suffixed ``@eps``. Certified accuracies (``advbench certify``) come last, one
+    column per method and radius (``Smoothing σ=0.25@0.5``, ``ω-bound@8/255``). ``suite`` restricts to one suite
+    (``certify:NAME`` for one certification).
     """
     if frame.empty:
         return pd.DataFrame()
@@ -43,15 +45,17 @@ def comparison_grid(frame: pd.DataFrame, suite: str | None = None) -> pd.DataFra
     if df.empty:
         return pd.DataFrame()
     df = df.copy()
-    multi_eps = df.loc[df["kind"] != "clean", "eps"].nunique() > 1
-    df["column"] = [a if (k == "clean" or not multi_eps) else f"{a}@{e}"
+    multi_eps = df.loc[~df["kind"].isin(["clean", "certified"]), "eps"].nunique() > 1
+    # a certification is one column per radius, always suffixed with it (``Smoothing σ=0.25@0.5``)
+    df["column"] = [f"{a}@{e}" if k == "certified" else a if (k == "clean" or not multi_eps) else f"{a}@{e}"
                     for a, k, e in zip(df["attack"], df["kind"], df["eps"], strict=True)]
     df["row"] = row_labels(df)
     # several suites of one run may repeat the clean column: keep one value per run and column
     df = df.drop_duplicates(subset=["run", "column"], keep="first")
     columns = list(dict.fromkeys(["Clean", *[c for c in df["column"] if c != "Clean"]]))
     worst = [c for c in columns if c.startswith("Worst case")]
-    columns = [c for c in columns if c not in worst] + worst
+    certified = list(dict.fromkeys(df.loc[df["kind"] == "certified", "column"]))
+    columns = [c for c in columns if c not in worst and c not in certified] + worst + certified
     rows = list(dict.fromkeys(df["row"]))
     table = pd.DataFrame(index=rows, columns=columns, dtype=object)
     table.index.name = "Defense"
