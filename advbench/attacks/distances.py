@@ -490,7 +490,6 @@ def hop_skip_jump(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str,
         # gradient-direction estimate at the boundary point from label flips of random perturbations
         delta = (math.sqrt(d) if norm == "l2" else d) * theta * dist.clamp_min(1e-12)
         evals = int(min(init_evals * math.sqrt(t), max_evals))
-        v = torch.zeros_like(cur)
         signs_sum = torch.zeros(len(rows), dtype=x.dtype, device=x.device)
         u_sum = torch.zeros_like(cur)
         phi_u = torch.zeros_like(cur)
