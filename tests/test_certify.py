@@ -214,6 +214,7 @@ def test_omega_samples_stay_below_the_modulus_of_continuity_and_the_bound_is_val
     assert samples.shape == (4, 20)
     for row, om in zip(samples, exact, strict=True):
         assert np.all(row <= om + 1e-12), (row.max(), om)
+    assert np.all(np.diff(samples, axis=0) >= 0)  # a batch's maximum at ε covers the draws of every smaller ε
     fits = omega_estimates(model, x, y, [0.0, *grid], "l2", opts, seed=0, generator=torch.Generator().manual_seed(0))
     assert fits[0].estimate == 0.0 and all(f.estimate >= 0 for f in fits[1:])
     st = loss_and_dual_grad(model, x, y, "l2")
@@ -235,3 +236,10 @@ def test_samples_lie_in_the_ball():
     vi = sample_ball(torch.Size((500, *SHAPE)), 0.1, "linf", g, "cpu", torch.float64)
     assert float(v2.flatten(1).norm(dim=1).max()) <= 0.3 + 1e-12
     assert float(vi.abs().max()) <= 0.1 and float(vi.abs().max()) > 0.09
+
+
+def test_monotone_envelope_makes_omega_non_decreasing():
+    from advbench.certify import monotone_envelope
+
+    assert monotone_envelope([0.5, 0.1, 0.25, 1.0], [0.2, 0.3, 0.1, 0.25]) == [0.3, 0.3, 0.3, 0.3]
+    assert monotone_envelope([0.1, 0.2], [0.1, 0.4]) == [0.1, 0.4]

@@ -11,6 +11,7 @@ from advbench.certify.bounds import (
     lbound_distances,
     lipschitz_estimate,
     loss_and_dual_grad,
+    monotone_envelope,
     omega_certified,
     omega_distances,
     omega_estimates,
@@ -29,5 +30,5 @@ from advbench.certify.smoothing import (
 
 __all__ = ["ABSTAIN", "BoundOptions", "BoundStats", "GEVFit", "SmoothingOptions", "certified_accuracy", "certify",
            "cohen_radius", "fit_gev", "lbound_distances", "lipschitz_estimate", "loss_and_dual_grad",
-           "lower_confidence_bound", "omega_certified", "omega_distances", "omega_estimates", "predict",
-           "sample_counts"]
+           "lower_confidence_bound", "monotone_envelope", "omega_certified", "omega_distances", "omega_estimates",
+           "predict", "sample_counts"]

@@ -110,7 +110,10 @@ def sample_ball(shape: torch.Size, eps: float, norm: str, generator: torch.Gener
 def omega_samples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: list[float], norm: str,
                   options: BoundOptions, seed: int, generator: torch.Generator | None = None) -> np.ndarray:
     """Batch maxima [len(eps), batches] of ℓ(x + v) − ℓ(x) − ⟨v, ∇ℓ(x)⟩ over random batches of images (with
-    replacement) and v uniform in the ε-ball, for every ε (one gradient per batch serves all ε)."""
+    replacement) and v uniform in the ε-ball, for every ε (one gradient per batch serves all ε).
+
+    A v drawn for a smaller ε also lies in the larger ε-ball, so each batch's maximum at ε is taken over the draws
+    of every ε' ≤ ε: the maxima are non-decreasing in ε, as ω is."""
     rng = np.random.default_rng(seed)
     out = np.zeros((len(eps), options.batches))
     with frozen(model, "eval"):
@@ -124,6 +127,8 @@ def omega_samples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: list[
                     moved = modified_loss(model(xb + v), yb)
                 stat = moved - base - (v * grad).flatten(1).sum(dim=1)
                 out[j, k] = float(stat.max())
+    order = np.argsort(np.asarray(eps, dtype=np.float64), kind="stable")
+    out[order] = np.maximum.accumulate(out[order], axis=0)
     return out
 
 
@@ -132,6 +137,17 @@ def omega_estimates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: lis
     """GEV estimates of ω(ε) for every ε of ``eps`` (ε = 0 gives ω = 0 exactly)."""
     maxima = omega_samples(model, x, y, eps, norm, options, seed, generator)
     return [fit_gev(np.zeros(2) if e == 0 else m, options.p) for e, m in zip(eps, maxima, strict=True)]
+
+
+def monotone_envelope(eps: list[float], values: list[float]) -> list[float]:
+    """``values`` made non-decreasing in ``eps`` (each replaced by the largest value at any ε' ≤ ε): ω(ε) is a
+    supremum over a growing ball, so an estimate at a larger ε below one at a smaller ε is an estimation error."""
+    out = list(values)
+    best = -np.inf
+    for i in sorted(range(len(eps)), key=lambda i: eps[i]):
+        best = max(best, values[i])
+        out[i] = float(best)
+    return out
 
 
 def omega_certified(loss: np.ndarray, dual_grad: np.ndarray, omega: float, eps: float) -> np.ndarray:

@@ -32,6 +32,7 @@ from advbench.certify import (
     lbound_distances,
     lipschitz_estimate,
     loss_and_dual_grad,
+    monotone_envelope,
     omega_certified,
     omega_distances,
     omega_estimates,
@@ -254,12 +255,12 @@ def _omega(model: nn.Module, x: torch.Tensor, y: torch.Tensor, job: CertifyJob, 
     values = [v for v, _ in grid]
     fits = omega_estimates(model, x, y, values, job.norm, job.bound, derived_seed(job.seed, "omega"),
                            make_generator(device, job.seed, "omega"))
-    omegas = {v: f.estimate for v, f in zip(values, fits, strict=True)}
+    omegas = dict(zip(values, monotone_envelope(values, [f.estimate for f in fits]), strict=True))
     acc = [float(np.mean(omega_certified(st.loss, st.dual_grad, omegas[r], r))) for r, _ in job.radii]
     dist = omega_distances(st.loss, st.dual_grad, values, [omegas[v] for v in values])
     return {"certified": _certified_rows(job, acc, x.shape[0]),
             "summary": {"mean_distance": float(np.mean(dist)),
-                        "omega": [{"eps": t, "eps_float": v, "omega": f.estimate, "gev": f.to_dict()}
+                        "omega": [{"eps": t, "eps_float": v, "omega": omegas[v], "gev": f.to_dict()}
                                   for (v, t), f in zip(grid, fits, strict=True)],
                         "grad_norm_mean": float(np.mean(st.dual_grad)), "grad_norm_max": float(np.max(st.dual_grad))},
             "per_sample": {"loss": st.loss.tolist(), "dual_grad_norm": st.dual_grad.tolist(),
