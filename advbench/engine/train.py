@@ -375,9 +375,12 @@ def resume_run(run_dir: str | Path, *, progress: NullProgress | None = None, sto
         main = distributed.is_main()
         with runs.RunLock(run_dir, "train") if main else contextlib.nullcontext():
             trainer = Trainer(cfg, run_dir, progress=progress, stop=stop, batch_hook=batch_hook)
-            if last.is_file():
+            # rank 0 decides and tells the others: a rank that looked for itself could miss a last.pt that rank 0
+            # is still writing (the ranks leave an interrupted run at different times) and start differently
+            has_last, trained = distributed.broadcast_object((last.is_file(), done_epochs(run_dir)) if main else None)
+            if has_last:
                 trainer.restore(runs.load_checkpoint(last, map_location=trainer.device))
-            elif (trained := done_epochs(run_dir)):
+            elif trained:
                 raise UserError(f"cannot resume {run_dir}: it trained {trained} epoch(s) but "
                                 f"{last} is missing, so it cannot continue exactly; restore the file or start a new "
                                 "run")
