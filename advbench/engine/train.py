@@ -182,8 +182,8 @@ class Trainer:
             if n_global >= self.world:  # a final batch with fewer examples than ranks is skipped (DDP only)
                 self.train_step(epoch, b, x, y, idx, n_global, counter)
             loss = None
-            if len(self.pending) >= self.log_every or b + 1 == self.steps_per_epoch:
-                self.flush_logs()  # one host sync per logging interval
+            if len(self.pending) >= self.log_every or b == first or b + 1 == self.steps_per_epoch:
+                self.flush_logs()  # one host sync per logging interval (and the epoch's first loss at once)
                 loss = state.means(self.partial).get("loss")
             self.progress.advance(handle, 1, images=n_global, loss=loss)
             if self.batch_hook is not None:
