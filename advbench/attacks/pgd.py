@@ -197,7 +197,7 @@ def _pgd_until_misclassified(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     live = torch.arange(x.shape[0], device=x.device)
     xl, yl, ll, dl = x, y, labels, delta
-    first = x.clone()  # per live sample: its first misclassified iterate since the last check
+    first = x.clone() if k > 1 else x  # per live sample: its first misclassified iterate since the last check
     hit_l = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)  # fooled since the last check
     for step in range(steps):
         dl.requires_grad_(True)
@@ -206,24 +206,24 @@ def _pgd_until_misclassified(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         dl = dl.detach()
         with torch.no_grad():
             wrong = logits.argmax(1) != yl
-            if k == 1:
-                new = wrong
-            else:
+            check = (step + 1) % k == 0 or step == steps - 1
+            if k > 1:  # remember each sample's first misclassified iterate on the device until the next check
                 new = wrong & ~hit_l
                 hit_l = hit_l | wrong
-            first = torch.where(per_sample(new, xl), xl + dl, first)
-            if (step + 1) % k == 0 or step == steps - 1:
-                done = new if k == 1 else hit_l
+                first = torch.where(per_sample(new, xl), xl + dl, first)
+            if check:
+                done = wrong if k == 1 else hit_l
                 if bool(done.any()):  # the one host sync of the interval
                     hit = live[done]
-                    out[hit] = first[done]
+                    out[hit] = xl[done] + dl[done] if k == 1 else first[done]
                     found[hit] = True
                     keep = ~done
                     live, xl, yl, ll, dl, grad = live[keep], xl[keep], yl[keep], ll[keep], dl[keep], grad[keep]
-                    first, hit_l = first[keep], hit_l[keep]
+                    if k > 1:
+                        first, hit_l = first[keep], torch.zeros_like(hit_l[keep])
                     if len(live) == 0:
                         return out, found
-                if k > 1:
+                elif k > 1:
                     hit_l = torch.zeros_like(hit_l)
         dl = ascent_step(dl, grad, threat, alpha)
         dl = (xl + dl).clamp(0, 1) - xl
