@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from advbench.cli.app import STATE, QuietOpt, SetOpt, app, console
+from advbench.cli.app import STATE, QuietOpt, SetOpt, ThreadsOpt, app, console, set_threads
 from advbench.cli.launch import run_torchrun
 from advbench.errors import UserError
 
@@ -53,6 +53,7 @@ def attack(
     nproc: Annotated[int, typer.Option(help="Shard the evaluation over N processes on this machine (relaunches "
                                        "through torchrun; one GPU each with --device cuda). Same per-sample "
                                        "results as 1 process.")] = 1,
+    threads: ThreadsOpt = None,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -64,8 +65,11 @@ def attack(
 
     from advbench import api
 
+    if threads is not None and threads < 1:
+        set_threads(threads)  # the one-line error, before a relaunch
     if nproc != 1:
         raise typer.Exit(_relaunch_attack(ctx, nproc))
+    set_threads(threads)
     if norm is not None:
         from advbench.threat import parse_norm
 

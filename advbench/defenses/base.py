@@ -123,12 +123,15 @@ class Defense:
 
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                    ctx: StepContext) -> dict[str, float]:
-        """One optimisation step; returns the logged scalars including ``loss``."""
+        """One optimisation step; returns the logged scalars including ``loss``.
+
+        Logged values may be Python numbers or 0-dim tensors still on the device: the trainer reads the
+        tensors once per logging interval (one host sync for many steps, see ``advbench.engine.state``)."""
         optimizer.zero_grad(set_to_none=True)
         loss, logs = self.loss(model, x, y, ctx)
         ctx.backward(loss)
         optimizer.step()
-        return {"loss": float(loss.detach()), **logs}
+        return {"loss": loss.detach(), **logs}
 
     def on_epoch_start(self, epoch: int, model: nn.Module) -> dict[str, float]:
         """Hook for curricula; returns scalars to log for the epoch.
@@ -168,5 +171,11 @@ def build_defense(name: str, threat: ThreatModel, options: dict[str, Any] | None
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of correct predictions."""
+    """Fraction of correct predictions (a Python float: one host sync)."""
     return float((logits.argmax(1) == y).float().mean())
+
+
+def device_accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fraction of correct predictions as a 0-dim tensor on the logits' device (no host sync; the trainer reads
+    logged tensors once per logging interval). Same value as :func:`accuracy`."""
+    return (logits.detach().argmax(1) == y).float().mean()

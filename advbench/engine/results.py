@@ -133,6 +133,7 @@ def assemble(job: EvalJob, state: dict[str, Any], n: int, attack_descriptions: d
         "skipped": job.skipped(),
         "fingerprint": job.fingerprint(),
         "versions": runs.package_versions(),
+        "cpu_threads": torch.get_num_threads(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     top5 = _top5(state["done"]["clean"])

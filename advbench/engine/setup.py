@@ -176,4 +176,5 @@ def apply_speed_flags(cfg: TrainConfig, model: nn.Module, splits: DataSplits, de
                  "train_on_device": on_device or not cuda,
                  "pin_memory": pin_memory, "non_blocking_copies": pin_memory, "loader_workers": 0},
         "memory": {"kind": memory_kind(device), "every": cfg.mem_every},
+        "cpu_threads": torch.get_num_threads(),
     }

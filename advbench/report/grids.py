@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 
+from advbench.report.grid_runs import run_measure
 from advbench.report.text import short_label
 
+#: ``report --cost``: column -> (run measure of :func:`advbench.report.grid_runs.run_measure`, digits)
+COST_COLUMNS = {"Passes/step": ("passes_per_step", 1), "s/epoch": ("seconds_per_epoch", 1),
+                "Peak MB": ("peak_memory_mb", 0)}
 
-def _fmt(values: list[float], digits: int = 2) -> str:
-    vals = [100 * v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+
+def _fmt(values: list[float], digits: int = 2, scale: float = 100) -> str:
+    vals = [scale * v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
         return "—"
     mean = sum(vals) / len(vals)
@@ -30,8 +36,24 @@ def row_labels(df: pd.DataFrame) -> pd.Series:
     return label
 
 
-def comparison_grid(frame: pd.DataFrame, suite: str | None = None) -> pd.DataFrame:
+def cost_values(run_dirs: list[str]) -> dict[str, list[float]]:
+    """``report --cost``: each cost column's values over the runs ``run_dirs`` (one per run that recorded it)."""
+    return {column: [v for v in (run_measure(Path(r), measure) for r in run_dirs) if v is not None]
+            for column, (measure, _digits) in COST_COLUMNS.items()}
+
+
+def cost_cells(run_dirs: list[str]) -> dict[str, str]:
+    """The ``report --cost`` cells of one row: each measure's mean ± std over the row's runs (— if none)."""
+    return {column: _fmt(values, COST_COLUMNS[column][1], scale=1)
+            for column, values in cost_values(run_dirs).items()}
+
+
+def comparison_grid(frame: pd.DataFrame, suite: str | None = None, cost: bool = False) -> pd.DataFrame:
     """Accuracy grid (percent) with mean ± std (sample std) over runs that differ only in seed.
+
+    ``cost``: three more columns from the training runs' records (:data:`COST_COLUMNS`): forward + backward
+    passes per training step (per image), measured training seconds per epoch and peak training memory (MB,
+    the kind each run recorded: CUDA max allocated or the CPU process's peak RSS), mean ± std over seeds.
 
     Row labels write eps-like option values as fractions (``step_size=2.5/255``) and add dataset/model/eps
     when the frame mixes several of them. When several eps were
@@ -63,6 +85,10 @@ def comparison_grid(frame: pd.DataFrame, suite: str | None = None) -> pd.DataFra
         table.loc[row, col] = _fmt(list(group["accuracy"]))
     seeds = df.groupby("row")["run"].nunique()
     table.insert(0, "Runs", [int(seeds[r]) for r in rows])
+    if cost:
+        cells = {r: cost_cells(sorted(df.loc[df["row"] == r, "run"].unique())) for r in rows}
+        for column in COST_COLUMNS:
+            table[column] = [cells[r][column] for r in rows]
     if "checks" in df.columns:
         table["Checks"] = [_checks_flag(df[df["row"] == r]) for r in rows]
     if "verdict" in df.columns:

@@ -28,6 +28,7 @@ from advbench.papers.recipes import (
     smoke_text,
 )
 from advbench.report.grid_runs import choose_runs, paper_meta, pick_sweeps, run_values
+from advbench.report.grids import COST_COLUMNS, _fmt, cost_values
 from advbench.report.html import html_page
 from advbench.report.latex import latex_table
 
@@ -52,6 +53,8 @@ class PaperGrid:
     runs_per_row: dict[str, list[str]] = field(default_factory=dict)
     caption: str = ""
     notes: list[str] = field(default_factory=list)
+    #: ``report --cost``: row -> cost column -> values over the row's runs (see :func:`add_cost`)
+    cost: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def mean_std(self, row: str, col: str) -> tuple[float | None, float | None]:
         """Mean and sample std (None with one value) of the measured cell."""
@@ -268,7 +271,16 @@ def display_frame(grid: PaperGrid, *, paper: bool = True, bold: str = "**") -> p
                 delta = f" (Δ {mean - pv:+.2f})" if mean is not None and pv is not None else ""
                 text = f"{text} / {ptext}{delta}"
             table.loc[r, c] = text
+    if grid.cost:
+        for column, (_measure, digits) in COST_COLUMNS.items():
+            table[column] = [_fmt(grid.cost.get(r, {}).get(column, []), digits, scale=1) for r in grid.layout.rows]
     return table
+
+
+def add_cost(grid: PaperGrid) -> None:
+    """``report --cost``: the cost columns (:data:`~advbench.report.grids.COST_COLUMNS`) of every row, from the
+    training runs behind it (measured on this machine; a paper's own cost table prints its own units)."""
+    grid.cost = {r: cost_values(grid.runs_per_row.get(r, [])) for r in grid.layout.rows}
 
 
 def to_latex(grid: PaperGrid, *, paper: bool = True) -> str:
@@ -286,11 +298,14 @@ def render_paper_grid(grid: PaperGrid, fmt: str, *, paper: bool = True, plots: l
     if fmt == "latex":
         return to_latex(grid, paper=paper)
     if fmt == "csv":
-        return pd.DataFrame(grid.records()).to_csv(index=False)
+        cost = [{"row": r, "column": c, "measured": sum(v) / len(v), "n_runs": len(v)}
+                for r, cols in grid.cost.items() for c, v in cols.items() if v]
+        return pd.DataFrame(grid.records() + cost).to_csv(index=False)
     if fmt == "json":
         return json.dumps({"paper": grid.layout.paper, "table": grid.layout.table, "caption": grid.caption,
                            "rows": grid.layout.rows, "columns": grid.layout.columns, "cells": grid.records(),
-                           "notes": grid.notes}, indent=2, default=str) + "\n"
+                           "notes": grid.notes, **({"cost": grid.cost} if grid.cost else {})},
+                          indent=2, default=str) + "\n"
     if fmt == "html":
         return html_page(grid.caption, display_frame(grid, paper=paper, bold="<b>"), grid.notes, plots or [])
     raise ValueError(fmt)
