@@ -111,7 +111,7 @@ class Planner:
         common = {"dataset": self.dataset, "defense": "standard", "eps": self.recipe.eps, "norm": self.recipe.norm,
                   "seed": seed, "device": self.device, "model": net}
         if not self.smoke_scale:
-            return {**common, **self.recipe.train}
+            return {**common, **self.recipe.train, **self.recipe.split.options()}
         opts = {**common, **smoke_train_options({}, self.sm, base=True)}
         if self.dataset == "synthetic":
             syn = dict(self.sm["synthetic_options"])
@@ -130,7 +130,8 @@ class Planner:
         """(TrainConfig options, smoke changes to the defense options, fine-tuned from the base) of a row."""
         threat = {k: v for k, v in (("norm", row.norm), ("eps", row.eps)) if v is not None}
         if not self.smoke_scale:
-            return ({**self.base_options(seed, net), **row.train, "defense": row.defense, **threat}, {},
+            split = row.split.options() if row.split else {}
+            return ({**self.base_options(seed, net), **row.train, **split, "defense": row.defense, **threat}, {},
                     row.from_standard)
         train = {**self.recipe.train, **row.train}
         opts = {**self.base_options(seed, net), **smoke_train_options(train, self.sm, base=False),
