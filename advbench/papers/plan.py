@@ -178,7 +178,9 @@ def _plan_block(planner: Planner, seeds: list[int] | None, rows: list[str] | Non
         if why is not None:
             planner.plan.skipped_rows[label] = why
             continue
-        for seed in the_seeds:
+        row_seeds = the_seeds if seeds or planner.smoke_scale or not isinstance(row, RowRecipe) or not row.seeds \
+            else list(row.seeds)
+        for seed in row_seeds:
             if isinstance(row, RowRecipe) and row.sweep is not None:
                 _plan_sweep(planner, label, row, seed)
             else:

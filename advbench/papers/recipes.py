@@ -142,6 +142,8 @@ class RowRecipe:
     sweep: Sweep | None = None
     #: the row's own training-set split and checkpoint rule at paper scale (default: the table's)
     split: Split | None = None
+    #: the row's own paper-scale seeds (default: the table's); SOAR's WideResNet rows are single checkpoints
+    seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
