@@ -39,10 +39,19 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: str
+    #: photometric/geometric jitter on top of ``augment`` (dataset options ``scale`` and ``brightness``): each
+    #: training image is scaled about its centre by a factor uniform in [1 - scale, 1 + scale] and its brightness
+    #: multiplied by one uniform in [1 - brightness, 1 + brightness] (SAT's "scaling, and brightness jitter")
+    scale: float = 0.0
+    brightness: float = 0.0
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTS:
             raise ValueError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
+        for name in ("scale", "brightness"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"dataset option {name}={getattr(self, name)} for {self.name} must be in [0, 1) "
+                                f"(e.g. {name}=0.1: a factor in [0.9, 1.1])")
         if not (len(self.mean) == len(self.std) == self.shape[0]):
             raise ValueError("mean and std need one value per channel")
 

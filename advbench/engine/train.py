@@ -172,7 +172,8 @@ class Trainer:
         shard = (self.rank, self.world) if self.world > 1 else None
         for b, (x, y, idx) in enumerate(
             batches(self.splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, start_batch=first,
-                    augment=self.splits.info.augment, device=self.device, shard=shard, pin_memory=self.pin_memory),
+                    augment=self.splits.info.augment, device=self.device, shard=shard, pin_memory=self.pin_memory,
+                    scale=self.splits.info.scale, brightness=self.splits.info.brightness),
                 start=first):
             if b >= self.steps_per_epoch:
                 break
