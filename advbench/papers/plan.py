@@ -137,6 +137,9 @@ def make_plan(paper: str, table: str, *, scale: str = "smoke", out: str | Path =
     plan = _merged(recipe, plans, skipped_blocks, scale, Path(out), sm)
     if scale == "paper":
         plan.notes[:0] = _split_notes(recipe, [b for b, _ in plans], rows)
+        if recipe.sample_seed is not None:
+            plan.notes.insert(0, f"evaluation: {recipe.n_eval} test images drawn at random with sample seed "
+                                 f"{recipe.sample_seed} (recorded in every result)")
     if paper_checkpoints:
         kept = list(range(1, int(sm["epochs"]) + 1)) if scale == "smoke" else list(recipe.checkpoint_epochs)
         plan.notes.append(f"checkpoints: epochs {kept} are kept and attacked besides the selected one; each column "

@@ -103,6 +103,8 @@ class Planner:
             run_dir, status = self.existing[h]
             action, found = ("done" if status == "completed" else "resume"), str(run_dir)
         kw.setdefault("n_eval", None if self.smoke_scale else self.n_eval)
+        if not self.smoke_scale and self.recipe.sample_seed is not None:
+            kw.setdefault("sample_seed", self.recipe.sample_seed)
         return PlannedRun(label, seed, opts, settings, h, f"{runs.slug(label, kind='label')}-s{seed}-{h}", action,
                           found, out=str(where), block=self.block, **kw)
 

@@ -264,6 +264,9 @@ class TableRecipe:
     split: Split = Split()
     #: what the grid caption must say besides the threat model and attacks (e.g. how a penalty is normalised)
     caption_note: str = ""
+    #: paper scale attacks ``n_eval`` test images drawn at random with this seed ("We attack 1000 randomly selected
+    #: images"), recorded in every result; None: the first ``n_eval`` (smoke scale always takes the first)
+    sample_seed: int | None = None
 
     @property
     def key(self) -> str:

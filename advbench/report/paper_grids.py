@@ -217,6 +217,9 @@ def _caption(grid: PaperGrid, frame: pd.DataFrame, matched: list[str]) -> str:
                  "rule)" + (" for the runs reproduced with --paper-checkpoints" if len(rules) > 1 else ""))
     elif r.checkpoint_epochs:
         text += "; checkpoints: the one selected on a held-out validation split (not the paper's per-column best)"
+    if r.sample_seed is not None:
+        text += (f"; paper scale attacks {r.n_eval} test images drawn at random (sample seed {r.sample_seed}, "
+                 "recorded in each result), smoke scale the first ones")
     text += f"; {_split_caption(r, matched)}"
     if r.caption_note:
         text += f"; {r.caption_note}"
