@@ -65,8 +65,9 @@ class Split:
     paper: str = ""
 
     def options(self) -> dict[str, Any]:
-        """The TrainConfig options this split sets."""
-        return {k: v for k, v in (("val_size", self.val_size), ("select", self.select)) if v is not None}
+        """The TrainConfig options this split sets (all of them: a row's split replaces its table's whole; the
+        defaults resolve, and hash, as if unset)."""
+        return {"val_size": self.val_size, "select": self.select or "auto"}
 
     def text(self, dataset: str) -> str:
         """``trains on 49,000 of cifar10's 50,000 training images (1,000 held out; checkpoint: ...)``."""
