@@ -189,7 +189,7 @@ def test_sat_table2_mnist(tmp_path):
 
 def test_sat_table3_imagenette_block(tmp_path):
     runs = _runs("sat", "3", tmp_path)
-    for (_row, _seed, block), cfg in runs.items():
+    for cfg in runs.values():
         if cfg.dataset == "imagenette":
             # "We train ResNet-34 for 100 epochs with a batch size of 128. The initial learning rate is 0.1 and is
             # decreased by a factor of 10 at epochs 40, 60, and 80. Weight decay is set to 5×10^-4."
@@ -206,7 +206,7 @@ def test_sat_table3_imagenette_block(tmp_path):
 @pytest.mark.parametrize("table", ["1", "2"])
 def test_randomized_at(table, tmp_path):
     runs = _runs("randomized-at", table, tmp_path)
-    for (row, _seed, _block), cfg in runs.items():
+    for cfg in runs.values():
         # "All models (except SVHN) are trained for 200 epochs using SGD with momentum 0.9, batchsize 128, weight
         # decay 5×10^-4, and an initial learning rate of 0.1 that is divided by 10 at the 100th and 150th epochs."
         assert (cfg.epochs, cfg.momentum, cfg.batch_size, cfg.weight_decay) == (200, 0.9, 128, 5e-4)

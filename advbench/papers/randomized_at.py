@@ -179,7 +179,8 @@ register(TableRecipe(
                                "1000 [INFERRED].",),
 ))
 register(TableRecipe(
-    paper="randomized-at", split=_SPLIT, table="6", dataset="cifar10", model="preact-resnet18", norm="linf", eps="8/255",
+    paper="randomized-at", split=_SPLIT, table="6",
+    dataset="cifar10", model="preact-resnet18", norm="linf", eps="8/255",
     train={**_SCHED_T1},
     rows={"Zhang et al. (2019) [82] (0_th)": _TRADES0, "+ Ours (1_st)": _T1, "+ Ours (1_st + 2_nd)": _T12},
     columns={"Time/Epoch": ColumnRecipe(None, "Time/Epoch", measure="seconds_per_epoch",
@@ -195,7 +196,8 @@ register(TableRecipe(
                    "RSS, not GPU memory.",),
 ))
 register(TableRecipe(
-    paper="randomized-at", split=_SPLIT, table="7", dataset="cifar10", model="preact-resnet18", norm="linf", eps="8/255",
+    paper="randomized-at", split=_SPLIT, table="7",
+    dataset="cifar10", model="preact-resnet18", norm="linf", eps="8/255",
     train={**_SCHED},
     rows={"TRADES": _TRADES0, "TRADES+1_st+2_nd": _T12},
     columns={"Clean Acc": ColumnRecipe("rat-rays", "Clean"),
@@ -206,7 +208,8 @@ register(TableRecipe(
     attack_versions="suite rat-rays: RayS (hard-label Linf ray search, 10000 queries); ADBD = mean Linf distance to "
                     "the boundary found over clean-correct images",
     compute="the Table 1/2 runs + RayS at 10000 queries on 10k images: ~1 GPU-hour per model",
-    discrepancies=_RAT_DISC[:2] + (_RAT_CKPT, _RAT_SEEDS, "RayS's budget, eps and sample count are not stated: 10000 queries at 0.031 "
+    discrepancies=_RAT_DISC[:2] + (_RAT_CKPT, _RAT_SEEDS,
+                                   "RayS's budget, eps and sample count are not stated: 10000 queries at 0.031 "
                                    "(RayS's reference usage) on the full test set; a point with no boundary found "
                                    "counts 1.0 in ADBD.",),
 ))

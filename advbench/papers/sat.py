@@ -129,7 +129,8 @@ register(TableRecipe(
     threat_text="Linf 16/255", attack_versions="AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square), seed 0",
     compute="5 defenses x PRN-20 x 100 epochs: ~6 h each on a 1080 Ti; Imagenette ResNet-34 ~1 day each",
     discrepancies=(*_DISC, _AUG_DISC, "Imagenette blocks: crop and flip only ('almost identical' to CIFAR-10; "
-                   "no jitter option for Imagenette).", "DAT's FOSC threshold decays over 50 epochs at 16/255 and 24/255 (App. A).",
+                   "no jitter option for Imagenette).",
+                   "DAT's FOSC threshold decays over 50 epochs at 16/255 and 24/255 (App. A).",
                    "Training PGD at large eps: 10 steps of eps/4 (the paper's 10 x 2/255 cannot reach 24/255)."),
 ))
 no_recipe("sat", "4", "compares the curriculum constraints of CAT18, DAT and SAT in words and formulas (App. B): "

@@ -62,7 +62,8 @@ def define_suites() -> dict[str, tuple[list[SuiteEntry], str]]:
 
 
 register(TableRecipe(
-    paper="scorpio", split=_SPLIT, table="1", dataset="cifar10", model="resnet18", norm="l2", eps="0.5", train=dict(_TRAIN),
+    paper="scorpio", split=_SPLIT, table="1", dataset="cifar10", model="resnet18", norm="l2", eps="0.5",
+    train=dict(_TRAIN),
     rows={"SCORPIO (FE,N=1)": RowRecipe("scorpio", {"scheme": "fe", "fw_steps": 1}, from_standard=True),
           "SCORPIO (CD,N=1)": RowRecipe("scorpio", {"scheme": "cd", "fw_steps": 1}, from_standard=True),
           "Adv Train (PGD-3)": RowRecipe("pgd-at", {"steps": 3, "step_size": 0.1}, from_standard=True)},
