@@ -96,8 +96,8 @@ register(TableRecipe(
     },
     columns=_T1_COLS, suites=(("pgd", None),), seeds=_SEEDS, n_eval=10000,
     threat_text="Linf 8/255, white-box", attack_versions="suite pgd: FGSM, PGD-k step 2/255 uniform start, CE",
-    compute="about 7 ResNet-10 runs x 120-200 epochs: ~40 GPU-hours on one V100-class GPU; PGD-1000 and "
-            "PGD20-50 on 10k images ~2 GPU-hours per model",
+    compute="about 7 ResNet-10 runs x 120-200 epochs x 3 seeds: ~120 GPU-hours on one V100-class GPU, + 5 "
+            "WRN-34-10 runs; PGD-1000 and PGD20-50 on 10k images ~2 GPU-hours per model",
     discrepancies=(*_DISC, _WRN_DISC),
 ))
 _RES = {k.removeprefix("ResNet / "): v for k, v in _resnet_rows("ResNet / ").items()}
@@ -119,7 +119,8 @@ register(TableRecipe(
     suites=(("autoattack-components", "8/255,6/255,4/255"),), seeds=_SEEDS, n_eval=10000,
     threat_text="Linf 8/255, 6/255, 4/255 (models trained at 8/255)",
     attack_versions="AutoAttack components run individually (standard settings): APGD-CE, APGD-T, FAB-T, Square",
-    compute="6 ResNet-10 runs (shared with Table 1) + AutoAttack components at 3 radii: ~6 GPU-hours of attacks",
+    compute="6 ResNet-10 runs x 3 seeds (shared with Table 1) + AutoAttack components at 3 radii: ~18 GPU-hours "
+            "of attacks",
     discrepancies=_DISC,
 ))
 register(TableRecipe(
@@ -241,7 +242,8 @@ register(TableRecipe(
     rows={**_wrn_rows("WideResNet / ", ("ADV", "TRADES", "MART", "MMA")),
           **{k: v for k, v in _resnet_rows("ResNet / ").items() if k != "ResNet / Standard"}},
     columns=dict(_BB_COLS), seeds=_SEEDS, n_eval=10000, sources=_W_SOURCE,
-    compute="the 6 Table 1 ResNet-10 runs + one standard source run; SimBA on 10k images ~1 GPU-hour per model",
+    compute="the Table 1 ResNet-10 runs (3 seeds) + 3 standard source runs; SimBA on 10k images ~1 GPU-hour per "
+            "model",
     discrepancies=(*_BB_DISC, _WRN_DISC),
 ))
 register(TableRecipe(
