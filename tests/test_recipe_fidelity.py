@@ -304,3 +304,9 @@ def test_fractions_of_255_are_exact():
     cfg = make_train_config({"defense": "pgd-at", "eps": "8/255"}, {"defense.step_size": "2/255"})
     assert cfg.defense_options["step_size"] == float(Fraction(2, 255))
     assert math.isclose(_eps(cfg), 8 / 255)
+
+
+def test_dataset_options_stay_with_their_dataset(tmp_path):
+    """SAT's CIFAR jitter options are not carried to another dataset named with --dataset."""
+    plan = make_plan("sat", "1", scale="paper", out=tmp_path, device="cpu", dataset="svhn")
+    assert {p.options.get("dataset_options") for p in plan.runs} == {None}

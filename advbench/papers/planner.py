@@ -113,7 +113,10 @@ class Planner:
         common = {"dataset": self.dataset, "defense": "standard", "eps": self.recipe.eps, "norm": self.recipe.norm,
                   "seed": seed, "device": self.device, "model": net}
         if not self.smoke_scale:
-            return {**common, **self.recipe.train, **self.recipe.split.options()}
+            train = dict(self.recipe.train)
+            if self.dataset != self.recipe.dataset:  # the recipe's dataset options are its dataset's (--dataset)
+                train.pop("dataset_options", None)
+            return {**common, **train, **self.recipe.split.options()}
         opts = {**common, **smoke_train_options({}, self.sm, base=True)}
         if self.dataset == "synthetic":
             syn = dict(self.sm["synthetic_options"])
