@@ -39,10 +39,19 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: str
+    #: photometric/geometric jitter on top of ``augment`` (dataset options ``scale`` and ``brightness``): each
+    #: training image is scaled about its centre by a factor uniform in [1 - scale, 1 + scale] and its brightness
+    #: multiplied by one uniform in [1 - brightness, 1 + brightness] (SAT's "scaling, and brightness jitter")
+    scale: float = 0.0
+    brightness: float = 0.0
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTS:
             raise ValueError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
+        for name in ("scale", "brightness"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"dataset option {name}={getattr(self, name)} for {self.name} must be in [0, 1) "
+                                f"(e.g. {name}=0.1: a factor in [0.9, 1.1])")
         if not (len(self.mean) == len(self.std) == self.shape[0]):
             raise ValueError("mean and std need one value per channel")
 
@@ -365,13 +374,16 @@ def load_splits(
     split_seed: int = 0,
     n_test: int | None = None,
     options: dict | None = None,
+    test_sample_seed: int | None = None,
 ) -> DataSplits:
     """Load dataset ``name`` into memory as train / val / test :class:`TensorSplit` s.
 
     The validation split is the first ``val_size`` examples of the training set permuted by
     ``split_seed`` (default size ``min(1000, 10%)``); ``n_train`` keeps the first ``n_train`` of
     the remaining permuted examples; ``n_test`` keeps the first ``n_test`` test examples in the
-    original order. Both kept sets stay in ascending index order. Raises UserError on bad input.
+    original order, or, with ``test_sample_seed``, ``n_test`` test examples drawn at random (the first ``n_test``
+    of the ``test_sample_seed`` permutation of :func:`split_permutation`: "We attack 1000 randomly selected
+    images"). Every kept set stays in ascending index order. Raises UserError on bad input.
     """
     import torch
 
@@ -397,9 +409,17 @@ def load_splits(
 
     train = split(take(raw.x_train, train_idx), raw.y_train[train_idx])
     val = split(take(raw.x_train, val_idx), raw.y_train[val_idx])
-    test = split(take(raw.x_test, slice(0, n_keep)), raw.y_test[:n_keep])
+    if test_sample_seed is None:
+        test = split(take(raw.x_test, slice(0, n_keep)), raw.y_test[:n_keep])
+    else:
+        test_idx = np.sort(split_permutation(n_test_full, test_sample_seed)[:n_keep])
+        test = split(take(raw.x_test, test_idx), raw.y_test[test_idx])
     meta = {**_split_meta(loader, root, raw, opts, info, split_seed=split_seed, val_size=val_size, n_train=n_train,
                           n_test=n_test, train_idx=train_idx, val_idx=val_idx, n_test_keep=len(test)), **raw.extra}
+    if test_sample_seed is not None:
+        meta["test_subset"] = f"{n_keep} test images drawn at random with sample seed {test_sample_seed}"
+        meta["test_sample_seed"] = int(test_sample_seed)
+        meta["test_fingerprint"] = _fingerprint(test_idx)
     return DataSplits(info=info, train=train, val=val, test=test, meta=meta)
 
 

@@ -105,6 +105,14 @@ class Defense:
     epoch_options: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
+    def dataset_options(cls, dataset: str) -> dict[str, Any]:
+        """Option values that depend on the run's dataset (SCORPIO's ``preset``: the paper tuned (h, r) per
+        dataset): they replace the defaults unless the options set them (:func:`options_for_dataset`), so a
+        dataset-dependent default cannot be missed. Only values other than the option's default are returned,
+        so a run on any other dataset resolves (and hashes) as before."""
+        return {}
+
+    @classmethod
     def smoke_low_lr(cls, options: dict[str, Any]) -> bool:
         """True when the loss adds a heavily weighted regularizer to the CE (TRADES family, input-gradient
         regularizers): the smoke scale fine-tunes such a row at its lower ``lr_reg``, since at the plain
@@ -162,6 +170,12 @@ class Defense:
 
 
 DEFENSES: Registry[type[Defense]] = Registry("defense")
+
+
+def options_for_dataset(name: str, dataset: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``options`` of defense ``name`` with its dataset-dependent defaults for ``dataset``
+    (:meth:`Defense.dataset_options`) filled in where ``options`` does not set them."""
+    return {**DEFENSES.get(name).dataset_options(dataset), **(options or {})}
 
 
 def build_defense(name: str, threat: ThreatModel, options: dict[str, Any] | None = None) -> Defense:

@@ -39,7 +39,7 @@ from advbench.core.progress import NullProgress
 from advbench.core.seeding import derived_seed, seed_everything
 from advbench.core.signals import Interrupted, StopFlag
 from advbench.data import DataSplits, batches, num_batches
-from advbench.defenses import DEFENSES, StepContext, build_defense
+from advbench.defenses import DEFENSES, StepContext, build_defense, options_for_dataset
 from advbench.engine import state
 from advbench.engine.setup import (
     apply_speed_flags,
@@ -77,7 +77,8 @@ class Trainer:
         self.stop = stop or StopFlag()
         self.batch_hook = batch_hook
         self.threat = ThreatModel.parse(cfg.eps, cfg.norm)
-        self.defense = build_defense(cfg.defense, self.threat, cfg.defense_options)
+        self.defense = build_defense(cfg.defense, self.threat,
+                                     options_for_dataset(cfg.defense, cfg.dataset, cfg.defense_options))
         self.device = rank_device(cfg.device)
         check_runtime(cfg, self.device, self.world)
         self.splits: DataSplits = load_run_splits(cfg, self.world)
@@ -174,7 +175,8 @@ class Trainer:
         shard = (self.rank, self.world) if self.world > 1 else None
         for b, (x, y, idx) in enumerate(
             batches(self.splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, start_batch=first,
-                    augment=self.splits.info.augment, device=self.device, shard=shard, pin_memory=self.pin_memory),
+                    augment=self.splits.info.augment, device=self.device, shard=shard, pin_memory=self.pin_memory,
+                    scale=self.splits.info.scale, brightness=self.splits.info.brightness),
                 start=first):
             if b >= self.steps_per_epoch:
                 break

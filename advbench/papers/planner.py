@@ -103,6 +103,8 @@ class Planner:
             run_dir, status = self.existing[h]
             action, found = ("done" if status == "completed" else "resume"), str(run_dir)
         kw.setdefault("n_eval", None if self.smoke_scale else self.n_eval)
+        if not self.smoke_scale and self.recipe.sample_seed is not None:
+            kw.setdefault("sample_seed", self.recipe.sample_seed)
         return PlannedRun(label, seed, opts, settings, h, f"{runs.slug(label, kind='label')}-s{seed}-{h}", action,
                           found, out=str(where), block=self.block, **kw)
 
@@ -111,7 +113,10 @@ class Planner:
         common = {"dataset": self.dataset, "defense": "standard", "eps": self.recipe.eps, "norm": self.recipe.norm,
                   "seed": seed, "device": self.device, "model": net}
         if not self.smoke_scale:
-            return {**common, **self.recipe.train}
+            train = dict(self.recipe.train)
+            if self.dataset != self.recipe.dataset:  # the recipe's dataset options are its dataset's (--dataset)
+                train.pop("dataset_options", None)
+            return {**common, **train, **self.recipe.split.options()}
         opts = {**common, **smoke_train_options({}, self.sm, base=True)}
         if self.dataset == "synthetic":
             syn = dict(self.sm["synthetic_options"])
@@ -130,7 +135,8 @@ class Planner:
         """(TrainConfig options, smoke changes to the defense options, fine-tuned from the base) of a row."""
         threat = {k: v for k, v in (("norm", row.norm), ("eps", row.eps)) if v is not None}
         if not self.smoke_scale:
-            return ({**self.base_options(seed, net), **row.train, "defense": row.defense, **threat}, {},
+            split = row.split.options() if row.split else {}
+            return ({**self.base_options(seed, net), **row.train, **split, "defense": row.defense, **threat}, {},
                     row.from_standard)
         train = {**self.recipe.train, **row.train}
         opts = {**self.base_options(seed, net), **smoke_train_options(train, self.sm, base=False),

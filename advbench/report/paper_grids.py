@@ -220,9 +220,42 @@ def _caption(grid: PaperGrid, frame: pd.DataFrame, matched: list[str]) -> str:
                  "rule)" + (" for the runs reproduced with --paper-checkpoints" if len(rules) > 1 else ""))
     elif r.checkpoint_epochs:
         text += "; checkpoints: the one selected on a held-out validation split (not the paper's per-column best)"
+    if r.sample_seed is not None:
+        text += (f"; paper scale attacks {r.n_eval} test images drawn at random (sample seed {r.sample_seed}, "
+                 "recorded in each result), smoke scale the first ones")
+    text += f"; {_split_caption(r, matched)}"
+    if r.caption_note:
+        text += f"; {r.caption_note}"
     for s in dict.fromkeys(subst):
         text += f"; NOTE: {s}"
     return text
+
+
+_RULES = {"last": "last epoch", "val-robust": "best held-out robust accuracy", "val-clean": "best held-out clean "
+          "accuracy", "test-robust": "best robust accuracy on the TEST set"}
+
+
+def _split_caption(recipe: TableRecipe, matched: list[str]) -> str:
+    """How the runs used the training set, from their config.json / summary.json (``training set: 49000 images,
+    1000 held out (checkpoint: ...)``); with no runs, the recipe's paper-scale split."""
+    seen: dict[str, None] = {}
+    for run in dict.fromkeys(matched):
+        try:
+            data = runs.read_json(Path(run) / "config.json").get("dataset") or {}
+            summary = Path(run) / "summary.json"
+            select = runs.read_json(summary).get("select") if summary.is_file() else None
+        except (OSError, ValueError):
+            continue
+        if "n_train" not in data:
+            continue
+        held = int(data.get("n_val", data.get("val_size", 0)) or 0)
+        line = f"{int(data['n_train']):,} images" + (f", {held:,} held out" if held else ", nothing held out")
+        if select:
+            line += f" (checkpoint: {_RULES.get(str(select), str(select))})"
+        seen[line] = None
+    if seen:
+        return "training set: " + "; ".join(seen)
+    return f"paper scale {recipe.split.text(recipe.dataset)}"
 
 
 def _missing_notes(grid: PaperGrid) -> list[str]:
