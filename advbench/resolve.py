@@ -9,7 +9,7 @@ from typing import Any
 
 from advbench.config import TRAIN_KEYS, TrainConfig, apply_overrides, field_types, load_toml, parse_set_options
 from advbench.data import DATASETS
-from advbench.defenses import DEFENSES, build_defense
+from advbench.defenses import DEFENSES, build_defense, options_for_dataset
 from advbench.errors import UserError
 from advbench.models import MODELS
 from advbench.registry import closest
@@ -79,6 +79,8 @@ def make_train_config(options: dict[str, Any] | None = None, settings: dict[str,
     cfg.validate()
     # validate defense options now (typed), and store them converted
 
+    # dataset-dependent defaults (SCORPIO's (h, r) preset) unless set: stored, so config.json says what ran
+    cfg = dataclasses.replace(cfg, defense_options=options_for_dataset(cfg.defense, cfg.dataset, cfg.defense_options))
     threat = ThreatModel.parse(cfg.eps, cfg.norm)
     d = build_defense(cfg.defense, threat, cfg.defense_options)
     given = {k: getattr(d.options, k) for k in cfg.defense_options}

@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("advbench.papers",),
     ("advbench.resolve",),
     ("advbench.defenses",),
+    ("advbench.certify",),
     ("advbench.attacks",),
     ("advbench.config", "advbench.data", "advbench.models"),
     ("advbench.core",),
@@ -171,7 +172,7 @@ def test_the_checks_catch_what_they_claim(case):
     """The checker itself, on a made-up graph: an arrow up and a two-module circle are both reported."""
     if case == "up":
         assert upward_arrows({"advbench.errors": {"advbench.api.train"}}) == [
-            "advbench.errors (layer 11) -> advbench.api.train (layer 2)"]
+            "advbench.errors (layer 12) -> advbench.api.train (layer 2)"]
     else:
         assert circles({"advbench.papers.a": {"advbench.papers.b"}, "advbench.papers.b": {"advbench.papers.a"}}) == [
             ["advbench.papers.a", "advbench.papers.b"]]

@@ -159,7 +159,7 @@ def test_bisection_pgd_returns_the_linear_distance_and_zero_for_misclassified(li
 def test_min_dist_attack_curve_and_error_at_eps(linear_problem, tmp_path):
     model, x, y, w, _b = linear_problem
     threat = ThreatModel("linf", 8 / 255, "8/255")
-    job = EvalJob(SUITES.get("distance"), [threat], n_eval=64, batch_size=32, hygiene=False)
+    job = EvalJob(SUITES.get("distance-pgd"), [threat], n_eval=64, batch_size=32, hygiene=False)
     res = evaluate_suite(model, (x, y), job, tmp_path / "attacks" / "distance.json", device=torch.device("cpu"))
     linf, l2 = res["results"]
     assert (linf["norm"], linf["eps"]) == ("linf", "8/255") and (l2["norm"], l2["eps"]) == ("l2", "0.5")

@@ -44,7 +44,9 @@ def test_suites_record_exactly_the_papers_attacks():
     assert [(e.label, e.attack, e.eps) for e in rat] == [("PGD-20", "pgd", "0.031"), ("CW-20", "cw-inf", "0.031"),
                                                          ("AA", "autoattack", None)]
     assert rat[0].options["step_size"] == rat[1].options["step_size"] == 0.003
-    assert [(e.attack, e.norm) for e in SUITES.get("distance").entries] == [("min-dist", "linf"), ("min-dist", "l2")]
+    assert [(e.attack, e.norm) for e in SUITES.get("distance").entries] == [("best-of", "linf"), ("best-of", "l2")]
+    assert [(e.attack, e.norm) for e in SUITES.get("distance-pgd").entries] == [("min-dist", "linf"),
+                                                                                 ("min-dist", "l2")]
     quick = SUITES.get("quick").entries
     assert [e.label for e in quick] == ["FGSM", "PGD-20", "APGD-CE+T"] and quick[2].subset == 200
     assert quick[2].options["attacks"] == ["apgd-ce", "apgd-t"]
@@ -280,6 +282,11 @@ def test_transfer_without_a_source_is_a_one_line_error(tmp_path, capsys):
 _SMALL_BUDGETS = {"pgd": {"steps": 3}, "cw-inf": {"steps": 3}, "autoattack": {"n_queries": 20},
                   "square": {"n_queries": 20}, "simba": {"max_iters": 20}, "rays": {"max_queries": 60},
                   "min-dist": {"bisection": 3, "steps": 3}, "transfer": {"steps": 3},
+                  "cw-l2": {"steps": 5, "search_steps": 2}, "deepfool": {"steps": 3},
+                  "hopskipjump": {"iterations": 2, "init_evals": 10, "init_trials": 5},
+                  "logbarrier": {"outer": 2, "inner": 3, "init_trials": 3},
+                  "best-of": {"members": ["cw-l2", "deepfool"],
+                              "member_options": {"cw-l2": {"steps": 5, "search_steps": 2}}},
                   "scorpio-ul": {"steps": 3}, "scorpio-tl": {"steps": 3}, "scorpio-um": {"steps": 3},
                   "scorpio-tm": {"steps": 3}}
 

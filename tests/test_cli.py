@@ -60,7 +60,7 @@ def test_missing_real_dataset_names_path_and_flag(capsys, tmp_path):
     assert code == 2 and str(tmp_path) in err and "--download" in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("cmd", ["train", "attack", "report", "list", "show", "quickstart"])
+@pytest.mark.parametrize("cmd", ["train", "attack", "certify", "report", "list", "show", "quickstart"])
 def test_help_is_complete(capsys, cmd):
     code, out, _ = _run(capsys, cmd, "--help")
     assert code == 0 and "Usage" in out
@@ -121,7 +121,7 @@ def test_list_options_lists_every_field_of_every_defense_and_attack(capsys):
     assert code == 2 and "needs a defense" in err
 
 
-@pytest.mark.parametrize("cmd", ["train", "attack", "report", "reproduce", "list", "show", "quickstart"])
+@pytest.mark.parametrize("cmd", ["train", "attack", "certify", "report", "reproduce", "list", "show", "quickstart"])
 def test_help_shows_no_internal_metavars(capsys, cmd):
     code, out, _ = _run(capsys, cmd, "--help")
     assert code == 0

@@ -37,6 +37,7 @@ ALL_MODELS = [
     "wrn-28-4",
     "vgg16",
     "mobilenetv2",
+    "resnext34-2x32",
 ]
 BIG = {"wrn-34-10", "wrn-28-10"}  # not run at 28 px
 HEAVY = BIG | {"resnet18", "resnet34", "preact-resnet18", "wrn-28-4", "vgg16", "mobilenetv2"}  # batch of 1

@@ -13,6 +13,7 @@ from advbench.report.details import caption_facts, rows_of
 from advbench.report.html import html_page
 from advbench.report.paper_grids import (
     PAPER_FORMATS,
+    add_cost,
     build_paper_grid,
     display_frame,
     parse_grid_spec,
@@ -23,14 +24,16 @@ from advbench.report.plots import write_plots
 
 def report(paths: list[str | Path], *, fmt: str = "markdown", suite: str | None = None,
            output: str | Path | None = None, grid: str | None = None, paper: bool = False,
-           plots: str | Path | None = None) -> tuple[Any, str]:
+           plots: str | Path | None = None, cost: bool = False) -> tuple[Any, str]:
     """Build the comparison grid of the runs under ``paths``; returns (grid DataFrame, rendered text).
 
     ``grid="soar:table1"`` lays the runs out as that paper table (``paper``: published numbers beside);
-    ``plots``: a directory for PNG plots (embedded in ``fmt="html"``).
+    ``plots``: a directory for PNG plots (embedded in ``fmt="html"``); ``cost``: training cost columns beside
+    (passes per step, seconds per epoch, peak memory; see :data:`advbench.report.grids.COST_COLUMNS`).
     """
     if grid or paper or plots or fmt == "html":
-        return _paper_report(paths, fmt=fmt, suite=suite, output=output, grid=grid, paper=paper, plots=plots)
+        return _paper_report(paths, fmt=fmt, suite=suite, output=output, grid=grid, paper=paper, plots=plots,
+                             cost=cost)
 
     if fmt not in FORMATS:
         hint = closest(fmt, list(FORMATS))
@@ -39,9 +42,9 @@ def report(paths: list[str | Path], *, fmt: str = "markdown", suite: str | None 
     frame = load_frame(list(paths))
     if frame.empty:
         raise UserError(_nothing_to_report(paths, frame))
-    grid = comparison_grid(frame, suite)
+    grid = comparison_grid(frame, suite, cost=cost)
     grid.attrs["skipped"] = frame.attrs.get("skipped", [])
-    caption = _caption(frame)
+    caption = _caption(frame) + (COST_CAPTION if cost else "")
     text = render(grid, fmt, caption, frame)
     if output:
         with runs.atomic_path(output) as tmp:
@@ -58,6 +61,12 @@ def _nothing_to_report(paths: list[str | Path], frame: Any) -> str:
     return f"no attack results under {', '.join(map(str, paths))}; run 'advbench attack RUN' first"
 
 
+#: what ``--cost`` adds to the caption
+COST_CAPTION = ("; cost of training: Passes/step = forward + backward passes per image per step, s/epoch = "
+                "measured training seconds per epoch on the machine that trained it, Peak MB = peak training "
+                "memory as recorded (CUDA max allocated, or the CPU process's peak RSS)")
+
+
 def _caption(frame: Any) -> str:
     parts = []
     for col, name in (("dataset", "dataset"), ("model", "model"), ("suite", "suite")):
@@ -70,7 +79,7 @@ def _caption(frame: Any) -> str:
 
 
 def _paper_report(paths: list[str | Path], *, fmt: str, suite: str | None, output: str | Path | None,
-                  grid: str | None, paper: bool, plots: str | Path | None) -> tuple[Any, str]:
+                  grid: str | None, paper: bool, plots: str | Path | None, cost: bool = False) -> tuple[Any, str]:
     """Report with a paper grid (``--grid``), published numbers (``--paper``), plots or html."""
 
     if fmt not in PAPER_FORMATS:
@@ -96,15 +105,19 @@ def _paper_report(paths: list[str | Path], *, fmt: str, suite: str | None, outpu
             pngs = write_plots(frame[[not str(c).startswith("epoch-") for c in frame["checkpoint"]]], plot_dir)
     if grid:
         pg = build_paper_grid(frame, *parse_grid_spec(grid))
+        if cost:
+            add_cost(pg)
+            pg.caption += COST_CAPTION
         text = render_paper_grid(pg, fmt, paper=paper, plots=pngs)
         table = display_frame(pg, paper=paper, bold="")
     else:
 
-        table = comparison_grid(frame, suite)
+        table = comparison_grid(frame, suite, cost=cost)
+        caption = _caption(frame) + (COST_CAPTION if cost else "")
         if fmt == "html":  # the page also lists the runs, commands and checks behind each row
-            text = html_page(_caption(frame), table, [], pngs, details=rows_of(frame), facts=caption_facts(frame))
+            text = html_page(caption, table, [], pngs, details=rows_of(frame), facts=caption_facts(frame))
         else:
-            text = render(table, fmt, _caption(frame), frame)
+            text = render(table, fmt, caption, frame)
     table.attrs["skipped"] = frame.attrs.get("skipped", [])
     if output:
         with runs.atomic_path(output) as tmp:

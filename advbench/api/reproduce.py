@@ -182,7 +182,8 @@ def _execute(p: PlannedRun, out: Path, n_eval: int, meta: dict[str, Any] | None,
         source = base_dirs.get(src) if src and _has_transfer(suite) else None
         for checkpoint in ("best", *kept):  # the selected checkpoint, then those the paper evaluates
             attack(run_dir, suite=suite, eps=eps, norm=norm[0] if norm else None, n_eval=p.n_eval or n_eval,
-                   batch_size=250, device=device, quiet=quiet, source=source, checkpoint=checkpoint)
+                   batch_size=250, device=device, quiet=quiet, source=source, checkpoint=checkpoint,
+                   sample_seed=p.sample_seed)
     return str(run_dir)
 
 

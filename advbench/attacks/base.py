@@ -106,6 +106,9 @@ class Attack:
     #: costs far more than a PGD-20 per image (AutoAttack and its components, query-based and minimum-distance
     #: attacks): shortened evaluations (smoke scale) run it on fewer images
     expensive: ClassVar[bool] = False
+    #: a minimum-distance attack (advbench.attacks.distances): per-image distances, correct at eps iff d > eps; it
+    #: does not maximise a loss at eps, so checks comparing attack strength at one eps leave it out
+    measures_distance: ClassVar[bool] = False
 
     def __init__(self, threat: ThreatModel, options: Any | None = None, **overrides: Any) -> None:
         self.threat = threat

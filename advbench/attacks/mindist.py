@@ -10,68 +10,25 @@ accuracy-vs-eps curves. Correctness at the evaluation's eps is d > eps.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from advbench.attacks.base import ATTACKS, Attack, Perturbation, renorm_l2
-from advbench.attacks.pgd import input_grad
+from advbench.attacks.base import ATTACKS
+from advbench.attacks.distances import (
+    DistanceAttack,
+    DistanceOptions,
+    default_eps_max,
+    perturbation_norm,
+    pgd_per_sample_eps,
+)
 from advbench.errors import UserError
-from advbench.threat import ThreatModel
 
 
 def _col(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t.view(-1, *([1] * (like.dim() - 1)))
-
-
-def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    """Per-sample Linf or L2 norm of ``delta``."""
-    flat = delta.flatten(1)
-    return flat.abs().amax(dim=1) if norm == "linf" else flat.norm(dim=1)
-
-
-def pgd_per_sample_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: torch.Tensor, *,
-                       steps: int, step_ratio: float, init: str, generator: torch.Generator | None
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CE PGD with one budget per sample (step = step_ratio·eps); returns the first misclassified iterate
-    (or the last one) and whether the sample was fooled."""
-    e = _col(eps, x)
-    if init == "uniform":
-        gdev = generator.device if generator is not None else x.device
-        if norm == "linf":
-            delta = (2 * torch.rand(x.shape, generator=generator, device=gdev).to(x) - 1) * e
-        else:
-            d = torch.randn(x.shape, generator=generator, device=gdev).to(x)
-            d = d / _col(d.flatten(1).norm(dim=1).clamp_min(1e-12), x)
-            delta = d * _col(torch.rand(x.shape[0], generator=generator, device=gdev).to(x), x) * e
-        delta = (x + delta).clamp(0, 1) - x
-    else:
-        delta = torch.zeros_like(x)
-    found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    best = x.clone()
-    alpha = e * step_ratio
-    for _ in range(steps + 1):
-        delta.requires_grad_(True)
-        logits = model(x + delta)
-        with torch.no_grad():
-            wrong = (logits.argmax(1) != y) & ~found
-            best = torch.where(_col(wrong, x), x + delta, best)
-            found |= wrong
-        if _ == steps or bool(found.all()):
-            break
-        grad = input_grad(F.cross_entropy(logits, y, reduction="sum"), delta)
-        with torch.no_grad():
-            if norm == "linf":
-                delta = torch.maximum(torch.minimum(delta + alpha * grad.sign(), e), -e)
-            else:
-                g = grad / _col(grad.flatten(1).norm(dim=1).clamp_min(1e-12), grad)
-                delta = renorm_l2(delta + alpha * g, eps)
-            delta = (x + delta).clamp(0, 1) - x
-    return best.detach(), found
 
 
 def min_distance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, *, eps_max: float, bisection: int,
@@ -108,20 +65,21 @@ def min_distance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, 
 
 
 @dataclass
-class MinDistOptions:
+class MinDistOptions(DistanceOptions):
     """Bisection-PGD minimum distance: ``eps_max`` (default: 0.5 Linf, 10 L2), ``bisection`` halvings (12),
     PGD ``steps`` (20) with step = ``step_ratio``·eps, start, and the curve's number of eps points."""
 
-    eps_max: float | None = None
-    bisection: int = 12
-    steps: int = 20
-    step_ratio: float = 0.25
-    init: Literal["zero", "uniform"] = "zero"
-    curve_points: int = 33
+    eps_max: float | None = None  # upper end of the bisection (default 0.5 Linf, 10 L2)
+    bisection: int = 12  # halvings of [lo, hi]
+    steps: int = 20  # PGD steps per bisection point
+    step_ratio: float = 0.25  # PGD step = step_ratio * eps
+    init: Literal["zero", "uniform"] = "zero"  # PGD start
+    refine: int = 0  # bisection steps along the segment from the image to the adversarial point found
 
     def validate(self) -> None:
         """Positive budgets."""
-        if self.bisection < 0 or self.steps < 1 or self.curve_points < 2:
+        super().validate()
+        if self.bisection < 0 or self.steps < 1:
             raise UserError("min-dist needs bisection >= 0, steps >= 1, curve_points >= 2")
         if self.eps_max is not None and self.eps_max <= 0:
             raise UserError("min-dist eps_max must be > 0")
@@ -129,57 +87,17 @@ class MinDistOptions:
             raise UserError("min-dist step_ratio must be > 0")
 
 
-def default_eps_max(norm: str) -> float:
-    """Upper end of the bisection when none is given."""
-    return 0.5 if norm == "linf" else 10.0
-
-
 @ATTACKS.register("min-dist", help="Minimum-distance evaluation: per-sample smallest L2/Linf perturbation by "
                   "bisection-PGD over eps, accuracy-vs-eps curve", aliases=("mindist",))
-class MinDist(Attack):
+class MinDist(DistanceAttack):
     """Per-sample minimum adversarial distance in the threat's norm; correct at eps iff distance > eps."""
-
-    expensive = True
 
     Options = MinDistOptions
 
-    def perturb_ex(self, model, x, y, generator=None):
-        """Bisection over eps with PGD; the returned image is the closest adversarial one if within eps."""
+    def search(self, model, x, y, generator=None):
+        """Bisection over eps with PGD: the closest adversarial image found (the clean image where none)."""
         o = self.options
         eps_max = o.eps_max if o.eps_max is not None else default_eps_max(self.threat.norm)
-        dist, x_best = min_distance(model, x, y, self.threat.norm, eps_max=eps_max, bisection=o.bisection,
-                                    steps=o.steps, step_ratio=o.step_ratio, init=o.init, generator=generator)
-        within = dist <= self.threat.eps
-        x_adv = torch.where(_col(within, x), x_best, x)
-        values = [None if math.isinf(v) else v for v in dist.tolist()]
-        return Perturbation(x_adv, per_sample={"distance": values},
-                            info={"eps_max": eps_max, "curve_points": o.curve_points})
-
-    def perturb(self, model, x, y, generator=None):
-        """Adversarial images (see :meth:`perturb_ex`)."""
-        return self.perturb_ex(model, x, y, generator).x_adv
-
-    @classmethod
-    def summarize(cls, per_sample, info, correct, threat: ThreatModel):
-        """Mean/median distance, empirical error at eps, and the accuracy-vs-eps curve."""
-        dist = per_sample.get("distance", [])
-        if not dist:
-            return {}
-        first = info[0] if info else {}
-        eps_max = first.get("eps_max", default_eps_max(threat.norm))
-        points = max(2, int(first.get("curve_points", 33)))
-        n = len(dist)
-        found = sorted(d for d in dist if d is not None)
-        grid = sorted({round(eps_max * i / (points - 1), 12) for i in range(points)} | {threat.eps})
-        curve = [{"eps": e, "accuracy": sum(1 for d in dist if d is None or d > e) / n} for e in grid]
-        return {
-            "norm": threat.norm,
-            "eps_max": eps_max,
-            "n_not_found": n - len(found),
-            "mean_distance": sum(found) / len(found) if found else None,
-            "median_distance": found[len(found) // 2] if found else None,
-            "mean_distance_rule": "mean over samples with a distance found (0 for misclassified clean images); "
-                                  "samples not fooled at eps_max are excluded and counted in n_not_found",
-            "empirical_error_at_eps": sum(1 for d in dist if d is not None and d <= threat.eps) / n,
-            "curve": curve,
-        }
+        _dist, x_best = min_distance(model, x, y, self.threat.norm, eps_max=eps_max, bisection=o.bisection,
+                                     steps=o.steps, step_ratio=o.step_ratio, init=o.init, generator=generator)
+        return x_best, {"eps_max": eps_max}

@@ -86,13 +86,15 @@ def pgd_perturb(
     targeted: bool = False,
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    check_every: int | None = None,
 ) -> torch.Tensor:
     """Run PGD from ``x`` and return adversarial images (x + delta, in [0, 1] and in the ball).
 
     ``loss`` is a name in ``LOSSES`` or a per-sample function of (logits, labels); gradients use the sum
     over the batch, so each sample gets its own input gradient. With ``targeted`` the loss to ``target``
     is minimised (success is still judged against the true label ``y``). ``select`` picks each sample's
-    result across iterates and restarts (see :data:`Select`).
+    result across iterates and restarts (see :data:`Select`). ``check_every``: steps between the host's
+    early-exit checks of ``misclassified`` (default: :func:`check_interval`; the result does not depend on it).
     """
     loss_fn = get_loss(loss)
     if targeted and target is None:
@@ -114,7 +116,8 @@ def pgd_perturb(
         delta = random_init(xa, threat, init, generator)
         if select == "misclassified":
             out, found = _pgd_until_misclassified(model, xa, ya, la, delta, threat, steps=steps, alpha=alpha,
-                                                  loss_fn=loss_fn, sign=sign, check_final=not last_restart)
+                                                  loss_fn=loss_fn, sign=sign, check_final=not last_restart,
+                                                  check_every=check_every)
             best[idx] = out
             fooled[idx] = found
             continue
@@ -160,35 +163,68 @@ def _pgd_run(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, delta: tor
     return torch.where(per_sample(better, x), x_final, run_best_x), torch.where(better, final_loss, run_best)
 
 
+#: how often evaluation PGD asks the device which samples are fooled (a host sync): every step on a CPU, where
+#: the sync is free and dropping fooled samples at once saves their passes; every few steps on an accelerator,
+#: where each sync stalls the queue. The result is the same for every value (see :func:`_pgd_until_misclassified`).
+CHECK_EVERY = {"cpu": 1}
+CHECK_EVERY_ACCELERATOR = 5
+
+
+def check_interval(device: torch.device) -> int:
+    """Steps between the early-exit checks of evaluation PGD on ``device`` (see :data:`CHECK_EVERY`)."""
+    return CHECK_EVERY.get(device.type, CHECK_EVERY_ACCELERATOR)
+
+
 def _pgd_until_misclassified(model: nn.Module, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor,
                              delta: torch.Tensor, threat: ThreatModel, *, steps: int, alpha: float, loss_fn: LossFn,
-                             sign: float, check_final: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                             sign: float, check_final: bool, check_every: int | None = None
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
     """One PGD run that keeps each sample's first misclassified iterate and stops computing for it there.
 
     Samples are independent (per-sample losses, eval-mode model), so dropping the fooled ones from the
     batch changes nothing for the others; it only saves their forward and backward passes. Returns the
     images (first misclassified iterate, else the last iterate) and which samples were fooled; the
     last iterate is checked only when ``check_final`` (a later restart needs to know).
+
+    Which samples are fooled is recorded on the device at every step (each sample's first misclassified
+    iterate is kept with ``torch.where``); the host looks at it, and drops the fooled samples from the
+    batch, only every ``check_every`` steps (default :func:`check_interval` of the device) and at the last
+    step. A fooled sample rides along until the next check; its kept iterate does not change, so the
+    result is the same for every ``check_every``.
     """
+    k = max(1, check_every if check_every is not None else check_interval(x.device))
     out = x.clone()
     found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     live = torch.arange(x.shape[0], device=x.device)
     xl, yl, ll, dl = x, y, labels, delta
-    for _step in range(steps):
+    first = x.clone() if k > 1 else x  # per live sample: its first misclassified iterate since the last check
+    hit_l = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)  # fooled since the last check
+    for step in range(steps):
         dl.requires_grad_(True)
         logits = model(xl + dl)
         grad = input_grad((sign * loss_fn(logits, ll)).sum(), dl)
         dl = dl.detach()
         with torch.no_grad():
             wrong = logits.argmax(1) != yl
-            if bool(wrong.any()):
-                hit = live[wrong]
-                out[hit] = xl[wrong] + dl[wrong]
-                found[hit] = True
-                keep = ~wrong
-                live, xl, yl, ll, dl, grad = live[keep], xl[keep], yl[keep], ll[keep], dl[keep], grad[keep]
-                if len(live) == 0:
-                    return out, found
+            check = (step + 1) % k == 0 or step == steps - 1
+            if k > 1:  # remember each sample's first misclassified iterate on the device until the next check
+                new = wrong & ~hit_l
+                hit_l = hit_l | wrong
+                first = torch.where(per_sample(new, xl), xl + dl, first)
+            if check:
+                done = wrong if k == 1 else hit_l
+                if bool(done.any()):  # the one host sync of the interval
+                    hit = live[done]
+                    out[hit] = xl[done] + dl[done] if k == 1 else first[done]
+                    found[hit] = True
+                    keep = ~done
+                    live, xl, yl, ll, dl, grad = live[keep], xl[keep], yl[keep], ll[keep], dl[keep], grad[keep]
+                    if k > 1:
+                        first, hit_l = first[keep], torch.zeros_like(hit_l[keep])
+                    if len(live) == 0:
+                        return out, found
+                elif k > 1:
+                    hit_l = torch.zeros_like(hit_l)
         dl = ascent_step(dl, grad, threat, alpha)
         dl = (xl + dl).clamp(0, 1) - xl
     x_final = (xl + dl).detach()

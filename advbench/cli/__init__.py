@@ -1,4 +1,4 @@
-"""The ``advbench`` command line (Typer): train, attack, report, reproduce, list, show, quickstart.
+"""The ``advbench`` command line (Typer): train, attack, certify, report, reproduce, list, show, quickstart.
 
 One module per command group; each command imports the Python API it calls inside its function, so that
 ``advbench --help``, ``list`` and argument errors answer without loading torch. The commands register
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from advbench.cli import train  # noqa: F401
 from advbench.cli import attack  # noqa: F401
+from advbench.cli import certify  # noqa: F401
 from advbench.cli import report  # noqa: F401
 from advbench.cli import info  # noqa: F401
 from advbench.cli.app import app, entry, main

@@ -34,6 +34,24 @@ SetOpt = Annotated[Optional[list[str]], typer.Option(
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
+ThreadsOpt = Annotated[Optional[int], typer.Option(
+    help="Torch CPU threads of this process [default: torch's, one per core]; on a shared or busy machine "
+    "keep processes x threads <= free cores. Recorded in the result.")]
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply ``--threads`` (torch intra-op CPU threads of this process); None keeps torch's default."""
+    if threads is None:
+        return
+    if threads < 1:
+        from advbench.errors import UserError
+
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def console(stderr: bool = False):
     from rich.console import Console
 

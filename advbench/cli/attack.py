@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from advbench.cli.app import STATE, QuietOpt, SetOpt, app, console
+from advbench.cli.app import STATE, QuietOpt, SetOpt, ThreadsOpt, app, console, set_threads
 from advbench.cli.launch import run_torchrun
 from advbench.errors import UserError
 
@@ -27,6 +27,10 @@ def attack(
     n_eval: Annotated[int, typer.Option(help="Evaluate the first N test images, in order.")] = 1000,
     batch_size: Annotated[int, typer.Option(help="Attack batch size.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of random starts (fixed, recorded).")] = 0,
+    sample_seed: Annotated[Optional[int], typer.Option(
+        "--sample-seed", help="Attack N test images drawn at random with this seed instead of the first N "
+        "(recorded in the result; gradient-reg Table 4: 'We attack 1000 randomly selected images').",
+        show_default=False)] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="best, last or a checkpoint file [default: best]; with "
                                                       "--model-module a state-dict file.")] = None,
     model_module: Annotated[Optional[str], typer.Option(
@@ -53,6 +57,7 @@ def attack(
     nproc: Annotated[int, typer.Option(help="Shard the evaluation over N processes on this machine (relaunches "
                                        "through torchrun; one GPU each with --device cuda). Same per-sample "
                                        "results as 1 process.")] = 1,
+    threads: ThreadsOpt = None,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -64,8 +69,11 @@ def attack(
 
     from advbench import api
 
+    if threads is not None and threads < 1:
+        set_threads(threads)  # the one-line error, before a relaunch
     if nproc != 1:
         raise typer.Exit(_relaunch_attack(ctx, nproc))
+    set_threads(threads)
     if norm is not None:
         from advbench.threat import parse_norm
 
@@ -77,6 +85,11 @@ def attack(
     common = {"suite": suite, "attack": attack_, "attack_options": set_ or [], "eps": eps, "n_eval": n_eval,
               "batch_size": batch_size, "seed": seed, "device": device, "force": force, "quiet": quiet,
               "source": source, "adapt": adapt}
+    if sample_seed is not None:
+        if model is not None or model_module is not None:
+            raise UserError("--sample-seed applies to runs (their own test sets); drop it with --model or "
+                            "--model-module")
+        common["sample_seed"] = sample_seed
     if model is not None:
         if run is not None or model_module is not None:
             raise UserError("give one of RUN, --model-module or --model robustbench:NAME")
@@ -177,7 +190,8 @@ def _print_attack_result(result: dict, target: Path) -> None:
                   "--force recomputes it", markup=False)
     from rich.table import Table
 
-    table = Table(title=f"{result['suite']} on {target} (first {result['n_eval']} test images)")
+    subset = (result.get("source") or {}).get("test_subset") or f"first {result['n_eval']} test images"
+    table = Table(title=f"{result['suite']} on {target} ({subset})")
     table.add_column("attack")
     table.add_column("eps")
     table.add_column("accuracy", justify="right")

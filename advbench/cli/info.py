@@ -130,6 +130,15 @@ def show(run: Annotated[Path, typer.Argument(help="Run directory.")]) -> None:
         except (UserError, KeyError, TypeError, ValueError) as err:  # one broken result does not hide the rest
             reason = str(err) if isinstance(err, UserError) else f"malformed ({type(err).__name__}: {err})"
             console(stderr=True).print(f"warning: skipped {f}: {reason}", markup=False)
+    for f in sorted((run_dir / "certify").glob("[!.]*.json")) if (run_dir / "certify").is_dir() else []:
+        try:
+            res = runs.read_object(f, ("certified", "label", "n_eval", "norm"))
+            line = ", ".join(f"{r['eps']} {100 * float(r['accuracy']):.2f}%" for r in res["certified"])
+            con.print(f"certify/{f.name}: {res['label']} ({res['norm']}) certified accuracy at {line} "
+                      f"(n={res['n_eval']})", markup=False)
+        except (UserError, KeyError, TypeError, ValueError) as err:
+            reason = str(err) if isinstance(err, UserError) else f"malformed ({type(err).__name__}: {err})"
+            console(stderr=True).print(f"warning: skipped {f}: {reason}", markup=False)
 
 
 @app.command()

@@ -25,6 +25,8 @@ def report(
                                         "each measured one.")] = False,
     plots: Annotated[Optional[Path], typer.Option(help="Write PNG plots (robust acc vs eps, training curves, "
                                                   "cost vs robustness) into this directory.")] = None,
+    cost: Annotated[bool, typer.Option("--cost", help="Add the training cost of each row: passes per step, "
+                                       "measured seconds per epoch, peak memory (mean ± std over seeds).")] = False,
 ) -> None:
     """Compare runs: rows = defenses, columns = clean + attacks + worst case, mean ± std over seeds.
 
@@ -32,7 +34,7 @@ def report(
     from advbench import api
 
     table, text = api.report(paths or [Path("runs")], fmt=format_, suite=suite, output=output, grid=grid,
-                             paper=paper, plots=plots)
+                             paper=paper, plots=plots, cost=cost)
     for line in getattr(table, "attrs", {}).get("skipped", []):  # broken runs: reported, not fatal
         console(stderr=True).print(f"warning: skipped {line}", markup=False)
     if output:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from advbench.cli.app import STATE, QuietOpt, SetOpt, app, check_names, console
+from advbench.cli.app import STATE, QuietOpt, SetOpt, ThreadsOpt, app, check_names, console, set_threads
 from advbench.cli.launch import run_torchrun
 from advbench.errors import UserError
 
@@ -62,6 +62,7 @@ def train(
                                          "generic defaults.")] = "auto",
     fresh: Annotated[bool, typer.Option("--fresh", help="Train a new run even if this very configuration was "
                                         "trained under --out before (by default it is reused, or resumed).")] = False,
+    threads: ThreadsOpt = None,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -72,6 +73,8 @@ def train(
     """
 
     check_names(defense=defense, dataset=dataset, model=model)  # one line in a fraction of a second, before torch
+    if threads is not None and threads < 1:
+        set_threads(threads)  # the one-line error, before a relaunch
     if eps is not None:
         from advbench.threat import ThreatModel
 
@@ -97,6 +100,7 @@ def train(
         raise typer.Exit(_relaunch_train(nproc))
     if recipe not in ("auto", "defaults"):
         raise UserError(f"--recipe {recipe!r}: choose auto or defaults")
+    set_threads(threads)  # every torchrun worker applies it too (the option travels with the command line)
     schedule_given = any(v is not None for v in (epochs, lr, batch_size, n_train, init_from, config, name, resume)) \
         or bool(set_)
     command = ["advbench", *sys.argv[1:]]

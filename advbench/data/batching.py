@@ -43,7 +43,7 @@ def shard_rows(n: int, rank: int, world: int) -> tuple[int, int]:
 
 
 def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator, *,
-                  part: tuple[int, int] | None = None) -> torch.Tensor:
+                  part: tuple[int, int] | None = None, scale: float = 0.0, brightness: float = 0.0) -> torch.Tensor:
     """Augment a batch ``x`` [B, C, H, W] (any dtype, any device), returning a new tensor.
 
     ``"crop-flip"``: zero-pad by H//8 (4 for 32x32) on each side, take a random HxW crop, then flip
@@ -52,6 +52,8 @@ def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator, *,
     from ``generator`` in a fixed order (row offsets, column offsets, flips). ``part=(start, total)``
     says that ``x`` holds rows start..start+B-1 of a batch of ``total`` rows: the random numbers are
     drawn for all ``total`` rows and sliced, so the result equals those rows of the augmented whole.
+    ``scale``/``brightness`` > 0 add :func:`jitter_batch` after the crop and flip (their random numbers are drawn
+    after the crop's and flip's, so a batch without jitter is augmented exactly as before).
     """
     if kind not in AUGMENTS:
         raise ValueError(f"unknown augmentation {kind!r}; choose one of {', '.join(AUGMENTS)}")
@@ -74,7 +76,35 @@ def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator, *,
     flat = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]  # [B, H, W]
     out = torch.gather(x.reshape(b, c, h * w), 2, flat.reshape(b, 1, h * w).expand(b, c, h * w))
     out = out.reshape(b, c, h, w)
-    return torch.where(valid[:, None], out, torch.zeros((), dtype=x.dtype, device=x.device))
+    out = torch.where(valid[:, None], out, torch.zeros((), dtype=x.dtype, device=x.device))
+    if scale or brightness:
+        out = jitter_batch(out, generator, start=start, total=total, scale=scale, brightness=brightness)
+    return out
+
+
+def jitter_batch(x: torch.Tensor, generator: torch.Generator, *, start: int = 0, total: int | None = None,
+                 scale: float = 0.0, brightness: float = 0.0) -> torch.Tensor:
+    """Scale each image of ``x`` (float in [0, 1]) about its centre by a factor uniform in [1 - scale, 1 + scale]
+    (torchvision's affine: bilinear, zero fill) and multiply its brightness by one uniform in
+    [1 - brightness, 1 + brightness] (torchvision's adjust_brightness, clamped to [0, 1]). The factors are drawn
+    from ``generator`` for all ``total`` rows (scales, then brightness factors) and rows start.. of them used."""
+    from torchvision.transforms.v2 import functional as tvf
+
+    b = x.shape[0]
+    total = b if total is None else total
+    dev = generator.device
+    sl = slice(start, start + b)
+    scales = (1 + scale * (2 * torch.rand(total, generator=generator, device=dev) - 1))[sl].tolist()
+    lights = (1 + brightness * (2 * torch.rand(total, generator=generator, device=dev) - 1))[sl].tolist()
+    out = []
+    for img, s, f in zip(x, scales, lights, strict=True):
+        if scale:
+            img = tvf.affine(img, angle=0.0, translate=[0, 0], scale=s, shear=[0.0, 0.0],
+                             interpolation=tvf.InterpolationMode.BILINEAR, fill=0.0)
+        if brightness:
+            img = tvf.adjust_brightness(img, f)
+        out.append(img)
+    return torch.stack(out) if out else x
 
 
 def batches(
@@ -90,6 +120,8 @@ def batches(
     drop_last: bool = False,
     shard: tuple[int, int] | None = None,
     pin_memory: bool | None = None,
+    scale: float = 0.0,
+    brightness: float = 0.0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Iterate over ``split`` in mini-batches ``(x, y, idx)``.
 
@@ -118,7 +150,8 @@ def batches(
     dev = torch.device(device)
     pin = dev.type == "cuda" if pin_memory is None else bool(pin_memory)
     pin = pin and dev.type == "cuda" and split.x.device.type == "cpu"
-    return _iterate(split, order, batch_size, total, start_batch, seed, epoch, augment, dev, shard, pin)
+    return _iterate(split, order, batch_size, total, start_batch, seed, epoch, augment, dev, shard, pin,
+                    (scale, brightness))
 
 
 def _iterate(
@@ -133,6 +166,7 @@ def _iterate(
     device: torch.device,
     shard: tuple[int, int] | None,
     pin: bool,
+    jitter: tuple[float, float] = (0.0, 0.0),
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The generator behind :func:`batches` (arguments already validated)."""
     for i in range(start_batch, total):
@@ -152,5 +186,6 @@ def _iterate(
         x = x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x.to(torch.float32)
         y = y.to(device, non_blocking=pin)
         if augment != "none":
-            x = augment_batch(x, augment, torch.Generator().manual_seed(derive_seed("aug", seed, epoch, i)), part=part)
+            x = augment_batch(x, augment, torch.Generator().manual_seed(derive_seed("aug", seed, epoch, i)), part=part,
+                              scale=jitter[0], brightness=jitter[1])
         yield x, y, idx

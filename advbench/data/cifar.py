@@ -6,12 +6,20 @@ The pickles are read directly (no md5 check); torchvision is used only for ``--d
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
 
 import numpy as np
 
-from advbench.data.core import DatasetInfo, RawDataset, download_failed, not_found, register_dataset
+from advbench.data.core import (
+    DatasetInfo,
+    OptionSpec,
+    RawDataset,
+    download_failed,
+    not_found,
+    register_dataset,
+)
 from advbench.errors import UserError
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -33,6 +41,23 @@ CIFAR100_INFO = DatasetInfo(
     std=(0.2673, 0.2564, 0.2762),
     augment="crop-flip",
 )
+
+
+#: training-time jitter besides crop and flip (SAT: "Standard data augmentation (random crop, flip, scaling, and
+#: brightness jitter)"; 0 = off, the default)
+JITTER_OPTIONS = {
+    "scale": OptionSpec(float, 0.0, "random scaling about the centre by a factor in [1 - scale, 1 + scale] "
+                                    "(torchvision affine, bilinear, zero fill); 0 = off"),
+    "brightness": OptionSpec(float, 0.0, "brightness jitter: multiply by a factor in [1 - b, 1 + b] (torchvision "
+                                         "adjust_brightness); 0 = off"),
+}
+
+
+def _jitter_info(base: DatasetInfo):  # noqa: ANN202
+    def info(opts: dict) -> DatasetInfo:
+        return dataclasses.replace(base, scale=float(opts.get("scale", 0.0)),
+                                   brightness=float(opts.get("brightness", 0.0)))
+    return info
 
 
 def read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +134,8 @@ def _load(
     )
 
 
-@register_dataset("cifar10", info=CIFAR10_INFO, help="CIFAR-10: 50k/10k 32x32 RGB, 10 classes")
+@register_dataset("cifar10", info=_jitter_info(CIFAR10_INFO), help="CIFAR-10: 50k/10k 32x32 RGB, 10 classes",
+                  options=JITTER_OPTIONS)
 def load_cifar10(root: Path, download: bool, options: dict) -> RawDataset:
     """CIFAR-10 from ``root/cifar-10-batches-py`` (50 000 train, 10 000 test)."""
     files = [f"data_batch_{i}" for i in range(1, 6)]
@@ -126,7 +152,8 @@ def load_cifar10(root: Path, download: bool, options: dict) -> RawDataset:
     )
 
 
-@register_dataset("cifar100", info=CIFAR100_INFO, help="CIFAR-100: 50k/10k 32x32 RGB, 100 fine classes")
+@register_dataset("cifar100", info=_jitter_info(CIFAR100_INFO), help="CIFAR-100: 50k/10k 32x32 RGB, 100 fine classes",
+                  options=JITTER_OPTIONS)
 def load_cifar100(root: Path, download: bool, options: dict) -> RawDataset:
     """CIFAR-100 (fine labels) from ``root/cifar-100-python`` (50 000 train, 10 000 test)."""
     return _load(

@@ -1,15 +1,17 @@
 """Dataset containers, the dataset registry and :func:`load_splits` (train / val / test splits).
 
 Loaders are plain functions returning numpy arrays (:class:`RawDataset`); this module turns them
-into in-memory uint8 tensors and carves the validation split out of the training set. Importing
-it does not import torch (the CLI lists datasets without paying for it).
+into in-memory uint8 tensors and carves the validation split out of the training set. A set too large
+for memory (ImageNet) is a :class:`LazyImages` instead: a list of files decoded batch by batch when
+indexed. Importing it does not import torch (the CLI lists datasets without paying for it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,10 +39,19 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: str
+    #: photometric/geometric jitter on top of ``augment`` (dataset options ``scale`` and ``brightness``): each
+    #: training image is scaled about its centre by a factor uniform in [1 - scale, 1 + scale] and its brightness
+    #: multiplied by one uniform in [1 - brightness, 1 + brightness] (SAT's "scaling, and brightness jitter")
+    scale: float = 0.0
+    brightness: float = 0.0
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTS:
             raise ValueError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
+        for name in ("scale", "brightness"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"dataset option {name}={getattr(self, name)} for {self.name} must be in [0, 1) "
+                                f"(e.g. {name}=0.1: a factor in [0.9, 1.1])")
         if not (len(self.mean) == len(self.std) == self.shape[0]):
             raise ValueError("mean and std need one value per channel")
 
@@ -57,8 +68,91 @@ class TensorSplit:
         return int(self.y.shape[0])
 
     def subset(self, idx: torch.Tensor | np.ndarray | slice) -> TensorSplit:
-        """Return the examples selected by ``idx`` (indices or a slice) as a new split."""
-        return TensorSplit(self.x[idx], self.y[idx])
+        """Return the examples selected by ``idx`` (indices or a slice) as a new split (lazy images stay lazy)."""
+        return TensorSplit(take(self.x, idx), self.y[idx])
+
+
+class LazyImages:
+    """Images kept as files and decoded when indexed: stands where a uint8 ``[N, C, H, W]`` tensor would.
+
+    ``images[i]`` (an int, a slice, or an index tensor/array) decodes those files with ``decode(path) ->
+    uint8 [C, H, W]`` in a thread pool and returns a CPU uint8 tensor, so batching, evaluation and digests
+    work unchanged; :meth:`select` (used for splits and subsets) returns another ``LazyImages`` over the chosen
+    files without decoding anything. The last slice decoded is kept, so the evaluation's repeated
+    ``x[:n]`` decodes once. ``shape``, ``ndim``, ``device`` (CPU) and ``len`` answer as for the tensor.
+    """
+
+    lazy = True
+    ndim = 4
+
+    def __init__(self, files: Sequence[str], image_shape: tuple[int, int, int],
+                 decode: Callable[[str], np.ndarray], workers: int | None = None) -> None:
+        self.files = list(files)
+        self.image_shape = tuple(int(v) for v in image_shape)
+        self.decode = decode
+        self.workers = workers or min(16, os.cpu_count() or 1)
+        self._cached: tuple[tuple[int, int, int], Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(N, C, H, W), as a tensor's."""
+        return (len(self.files), *self.image_shape)
+
+    @property
+    def device(self) -> Any:
+        """Always the CPU (decoded batches are moved by the caller)."""
+        import torch
+
+        return torch.device("cpu")
+
+    def _positions(self, idx: Any) -> list[int]:
+        if isinstance(idx, slice):
+            return list(range(len(self.files)))[idx]
+        if isinstance(idx, (int, np.integer)):
+            return [int(idx)]
+        return [int(i) for i in np.asarray(idx.cpu() if hasattr(idx, "cpu") else idx).reshape(-1)]
+
+    def select(self, idx: Any) -> LazyImages:
+        """The images at ``idx`` (slice or indices) as another lazy set; nothing is decoded."""
+        return LazyImages([self.files[i] for i in self._positions(idx)], self.image_shape, self.decode, self.workers)
+
+    def __getitem__(self, idx: Any) -> Any:
+        import torch
+
+        key = idx.indices(len(self.files)) if isinstance(idx, slice) else None
+        if key is not None and self._cached is not None and self._cached[0] == key:
+            return self._cached[1]
+        pos = self._positions(idx)
+        out = np.empty((len(pos), *self.image_shape), dtype=np.uint8)
+
+        def work(k: int) -> None:
+            out[k] = self.decode(self.files[pos[k]])
+
+        if len(pos) > 1 and self.workers > 1:
+            with ThreadPoolExecutor(max_workers=min(self.workers, len(pos))) as pool:
+                list(pool.map(work, range(len(pos))))
+        else:
+            for k in range(len(pos)):
+                work(k)
+        result = torch.from_numpy(out)
+        if isinstance(idx, (int, np.integer)):
+            return result[0]
+        if key is not None:
+            self._cached = (key, result)
+        return result
+
+
+def is_lazy(x: Any) -> bool:
+    """Whether ``x`` is a :class:`LazyImages` (decoded on indexing) rather than an in-memory array."""
+    return isinstance(x, LazyImages)
+
+
+def take(x: Any, idx: Any) -> Any:
+    """``x[idx]`` for arrays and tensors; for :class:`LazyImages` the lazy selection (nothing decoded)."""
+    return x.select(idx) if is_lazy(x) else x[idx]
 
 
 @dataclass
@@ -204,9 +298,10 @@ def _fingerprint(idx: np.ndarray) -> str:
 def _check_raw(name: str, raw: RawDataset, info: DatasetInfo) -> None:
     """Fail loudly when a loader returns arrays that do not match its DatasetInfo."""
     for split, x, y in (("train", raw.x_train, raw.y_train), ("test", raw.x_test, raw.y_test)):
-        if x.dtype != np.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != info.shape or len(x) != len(y):
+        dtype_ok = is_lazy(x) or x.dtype == np.uint8
+        if not dtype_ok or x.ndim != 4 or tuple(x.shape[1:]) != info.shape or len(x) != len(y):
             raise UserError(
-                f"{name} {split} data in {raw.source} has shape {tuple(x.shape)} {x.dtype}, "
+                f"{name} {split} data in {raw.source} has shape {tuple(x.shape)} {getattr(x, 'dtype', 'lazy')}, "
                 f"expected [N, {', '.join(map(str, info.shape))}] uint8; the files look corrupt"
             )
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= info.num_classes):
@@ -279,13 +374,16 @@ def load_splits(
     split_seed: int = 0,
     n_test: int | None = None,
     options: dict | None = None,
+    test_sample_seed: int | None = None,
 ) -> DataSplits:
     """Load dataset ``name`` into memory as train / val / test :class:`TensorSplit` s.
 
     The validation split is the first ``val_size`` examples of the training set permuted by
     ``split_seed`` (default size ``min(1000, 10%)``); ``n_train`` keeps the first ``n_train`` of
     the remaining permuted examples; ``n_test`` keeps the first ``n_test`` test examples in the
-    original order. Both kept sets stay in ascending index order. Raises UserError on bad input.
+    original order, or, with ``test_sample_seed``, ``n_test`` test examples drawn at random (the first ``n_test``
+    of the ``test_sample_seed`` permutation of :func:`split_permutation`: "We attack 1000 randomly selected
+    images"). Every kept set stays in ascending index order. Raises UserError on bad input.
     """
     import torch
 
@@ -305,14 +403,23 @@ def load_splits(
         )
     n_keep = n_test_full if n_test is None else n_test
 
-    def split(x: np.ndarray, y: np.ndarray) -> TensorSplit:
-        return TensorSplit(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)))
+    def split(x: Any, y: np.ndarray) -> TensorSplit:
+        images = x if is_lazy(x) else torch.from_numpy(np.ascontiguousarray(x))
+        return TensorSplit(images, torch.from_numpy(y.astype(np.int64)))
 
-    train = split(raw.x_train[train_idx], raw.y_train[train_idx])
-    val = split(raw.x_train[val_idx], raw.y_train[val_idx])
-    test = split(raw.x_test[:n_keep], raw.y_test[:n_keep])
+    train = split(take(raw.x_train, train_idx), raw.y_train[train_idx])
+    val = split(take(raw.x_train, val_idx), raw.y_train[val_idx])
+    if test_sample_seed is None:
+        test = split(take(raw.x_test, slice(0, n_keep)), raw.y_test[:n_keep])
+    else:
+        test_idx = np.sort(split_permutation(n_test_full, test_sample_seed)[:n_keep])
+        test = split(take(raw.x_test, test_idx), raw.y_test[test_idx])
     meta = {**_split_meta(loader, root, raw, opts, info, split_seed=split_seed, val_size=val_size, n_train=n_train,
                           n_test=n_test, train_idx=train_idx, val_idx=val_idx, n_test_keep=len(test)), **raw.extra}
+    if test_sample_seed is not None:
+        meta["test_subset"] = f"{n_keep} test images drawn at random with sample seed {test_sample_seed}"
+        meta["test_sample_seed"] = int(test_sample_seed)
+        meta["test_fingerprint"] = _fingerprint(test_idx)
     return DataSplits(info=info, train=train, val=val, test=test, meta=meta)
 
 

@@ -8,9 +8,9 @@ One file per defense, named after it (``pgd_at.py`` registers ``pgd-at``); modul
 import importlib
 import pkgutil
 
-from advbench.defenses.base import DEFENSES, Defense, StepContext, build_defense
+from advbench.defenses.base import DEFENSES, Defense, StepContext, build_defense, options_for_dataset
 
 for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")):
     importlib.import_module(f"{__name__}.{_mod}")
 
-__all__ = ["DEFENSES", "Defense", "StepContext", "build_defense"]
+__all__ = ["DEFENSES", "Defense", "StepContext", "build_defense", "options_for_dataset"]

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from advbench.attacks.training import Forward, TrainingAttackOptions, pgd_examples, trades_examples
-from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy, check_positive
+from advbench.defenses.base import DEFENSES, Defense, StepContext, check_positive, device_accuracy
 from advbench.defenses.kl_divergence import KLReduction
 from advbench.defenses.trades import trades_objective
-from advbench.defenses.weight_perturbation import awp_perturbation, perturbed_forward
+from advbench.defenses.weight_perturbation import BufferStash, awp_perturbation, perturbed_forward
 from advbench.errors import UserError
 
 #: per-base defaults of the options left at None (AT-AWP: ``AT_AWP/train_cifar10.py``; TRADES-AWP:
@@ -98,6 +98,10 @@ class AWP(Defense):
 
     Options = AWPOptions
 
+    def __init__(self, threat: Any, options: Any | None = None, **overrides: Any) -> None:
+        super().__init__(threat, options, **overrides)
+        self._stash = BufferStash()  # the proxy step's saved BN statistics, allocated once
+
     @property
     def inherent_passes(self) -> tuple[float, float]:  # type: ignore[override]
         """Base attack, one proxy forward/backward of the base objective, the base training passes."""
@@ -140,16 +144,19 @@ class AWP(Defense):
                             bn_mode=bn)
 
     def objective(self, forward: Forward, x: torch.Tensor, x_adv: torch.Tensor,
-                  y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """The base training objective through ``forward``: CE(f(x′)) or TRADES CE(f(x)) + β·KL(f(x) ‖ f(x′))."""
+                  y: torch.Tensor, with_logs: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The base training objective through ``forward``: CE(f(x′)) or TRADES CE(f(x)) + β·KL(f(x) ‖ f(x′)).
+        Logged values stay on the device; ``with_logs=False`` (the proxy step) computes none."""
         o = self.options
         if o.base == "trades":
             logits, logits_adv = forward(x), forward(x_adv)
             loss, ce, kl = trades_objective(logits, logits_adv, y, o.beta, o.kl_reduction)
-            return loss, {"acc": accuracy(logits, y), "adv_acc": accuracy(logits_adv, y), "ce": float(ce.detach()),
-                          "kl": float(kl.detach())}
+            if not with_logs:
+                return loss, {}
+            return loss, {"acc": device_accuracy(logits, y), "adv_acc": device_accuracy(logits_adv, y),
+                          "ce": ce.detach(), "kl": kl.detach()}
         logits_adv = forward(x_adv)
-        return F.cross_entropy(logits_adv, y), {"adv_acc": accuracy(logits_adv, y)}
+        return F.cross_entropy(logits_adv, y), {"adv_acc": device_accuracy(logits_adv, y)} if with_logs else {}
 
     def perturbation(self, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
                      y: torch.Tensor, ctx: StepContext | None = None) -> dict[str, torch.Tensor]:
@@ -157,18 +164,19 @@ class AWP(Defense):
         under distributed training the proxy gradient is that of the whole global batch."""
         o = self.options
         average = ctx.average if ctx is not None and ctx.distributed else None
-        return awp_perturbation(model, lambda m: self.objective(m, x, x_adv, y)[0], float(o.resolved("gamma")),
-                                float(o.resolved("proxy_lr")), o.proxy_bn_mode, average=average)
+        return awp_perturbation(model, lambda m: self.objective(m, x, x_adv, y, with_logs=False)[0],
+                                float(o.resolved("gamma")), float(o.resolved("proxy_lr")), o.proxy_bn_mode,
+                                average=average, stash=self._stash)
 
     def loss(self, model, x, y, ctx: StepContext):
         """Base loss at the adversarially perturbed weights w + v; its gradient flows into w."""
         x_adv = self.craft(model, x, y)
         v = self.perturbation(model, x, x_adv, y, ctx) if self.active(ctx.epoch) else {}
         loss, logs = self.objective(perturbed_forward(model, v), x, x_adv, y)
-        if v:
-            logs["awp_rel_norm"] = float(torch.stack([dv.norm() for dv in v.values()]).norm()
-                                         / torch.stack([p.detach().norm() for n, p in model.named_parameters()
-                                                        if n in v]).norm())
+        if v:  # on the device: read with the other logs once per logging interval
+            with torch.no_grad():
+                logs["awp_rel_norm"] = (torch.stack([dv.norm() for dv in v.values()]).norm()
+                                        / torch.stack([p.norm() for n, p in model.named_parameters() if n in v]).norm())
         return loss, logs
 
 

@@ -105,6 +105,14 @@ class Defense:
     epoch_options: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
+    def dataset_options(cls, dataset: str) -> dict[str, Any]:
+        """Option values that depend on the run's dataset (SCORPIO's ``preset``: the paper tuned (h, r) per
+        dataset): they replace the defaults unless the options set them (:func:`options_for_dataset`), so a
+        dataset-dependent default cannot be missed. Only values other than the option's default are returned,
+        so a run on any other dataset resolves (and hashes) as before."""
+        return {}
+
+    @classmethod
     def smoke_low_lr(cls, options: dict[str, Any]) -> bool:
         """True when the loss adds a heavily weighted regularizer to the CE (TRADES family, input-gradient
         regularizers): the smoke scale fine-tunes such a row at its lower ``lr_reg``, since at the plain
@@ -123,12 +131,15 @@ class Defense:
 
     def train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                    ctx: StepContext) -> dict[str, float]:
-        """One optimisation step; returns the logged scalars including ``loss``."""
+        """One optimisation step; returns the logged scalars including ``loss``.
+
+        Logged values may be Python numbers or 0-dim tensors still on the device: the trainer reads the
+        tensors once per logging interval (one host sync for many steps, see ``advbench.engine.state``)."""
         optimizer.zero_grad(set_to_none=True)
         loss, logs = self.loss(model, x, y, ctx)
         ctx.backward(loss)
         optimizer.step()
-        return {"loss": float(loss.detach()), **logs}
+        return {"loss": loss.detach(), **logs}
 
     def on_epoch_start(self, epoch: int, model: nn.Module) -> dict[str, float]:
         """Hook for curricula; returns scalars to log for the epoch.
@@ -161,6 +172,12 @@ class Defense:
 DEFENSES: Registry[type[Defense]] = Registry("defense")
 
 
+def options_for_dataset(name: str, dataset: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``options`` of defense ``name`` with its dataset-dependent defaults for ``dataset``
+    (:meth:`Defense.dataset_options`) filled in where ``options`` does not set them."""
+    return {**DEFENSES.get(name).dataset_options(dataset), **(options or {})}
+
+
 def build_defense(name: str, threat: ThreatModel, options: dict[str, Any] | None = None) -> Defense:
     """Instantiate the defense registered as ``name`` with typed option overrides."""
     cls = DEFENSES.get(name)
@@ -168,5 +185,11 @@ def build_defense(name: str, threat: ThreatModel, options: dict[str, Any] | None
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of correct predictions."""
+    """Fraction of correct predictions (a Python float: one host sync)."""
     return float((logits.argmax(1) == y).float().mean())
+
+
+def device_accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fraction of correct predictions as a 0-dim tensor on the logits' device (no host sync; the trainer reads
+    logged tensors once per logging interval). Same value as :func:`accuracy`."""
+    return (logits.detach().argmax(1) == y).float().mean()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from advbench.attacks.training import TrainingAttackOptions, pgd_examples
-from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy, check_positive
+from advbench.defenses.base import DEFENSES, Defense, StepContext, check_positive, device_accuracy
 from advbench.defenses.kl_divergence import per_sample_kl
 
 
@@ -87,5 +87,5 @@ class MART(Defense):
         logits = model(x)
         logits_adv = model(x_adv)
         loss, bce, robust = mart_objective(logits, logits_adv, y, o.beta, o.detach_weight, o.detach_target)
-        return loss, {"acc": accuracy(logits, y), "adv_acc": accuracy(logits_adv, y), "bce": float(bce.detach()),
-                      "kl": float(robust.detach())}
+        return loss, {"acc": device_accuracy(logits, y), "adv_acc": device_accuracy(logits_adv, y), "bce": bce.detach(),
+                      "kl": robust.detach()}

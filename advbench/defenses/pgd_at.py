@@ -8,7 +8,7 @@ from typing import Literal
 import torch.nn.functional as F
 
 from advbench.attacks.training import TrainingAttackOptions, pgd_examples
-from advbench.defenses.base import DEFENSES, Defense, accuracy
+from advbench.defenses.base import DEFENSES, Defense, device_accuracy
 from advbench.errors import UserError
 
 
@@ -47,4 +47,4 @@ class PGDAT(Defense):
         x_adv = pgd_examples(model, x, y, self.threat, steps=o.steps, alpha=o.step(self.threat), init=o.init,
                              restarts=o.restarts, bn_mode=o.attack_bn_mode)
         logits = model(x_adv)
-        return F.cross_entropy(logits, y), {"adv_acc": accuracy(logits, y)}
+        return F.cross_entropy(logits, y), {"adv_acc": device_accuracy(logits, y)}

@@ -9,6 +9,12 @@ Eq. 15–19; see ``docs/defenses-at.md`` for the exact construction). Bases: ``t
 The row sums of ∂CE_mean/∂W are computed in closed form from the captured penultimate features
 (r_j = (1/B) Σ_b (softmax(z_b)_j − 1[y_b = j])·Σ_i h_{b,i}), so RAT costs its base's passes; the weight
 noise is applied functionally (no model copy).
+
+``taylor=paper`` replaces the soft labels by the paper's literal terms (Eq. 8): the first-order term
+E_u L(g′_s(w)ᵀu, g′_{s′}(w)ᵀu) and the second-order term ½ E_u L(uᵀg″_s(w)u, uᵀg″_{s′}(w)u), with L the TRADES
+KL on the two logit-space vectors, u Gaussian weight noise of std ``noise_std`` on the ``taylor_layers``
+parameters, and the directional derivatives computed in forward mode (``torch.func.jvp`` through
+``torch.func.functional_call``; a jvp of the jvp gives uᵀg″u). E_u is estimated with ``taylor_samples`` draws.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, jvp
 
 from advbench.attacks.pgd import pgd_perturb
 from advbench.attacks.training import TrainingAttackOptions, trades_kl_attack
@@ -100,6 +107,56 @@ def taylor_terms(logits: torch.Tensor, logits_adv: torch.Tensor, targets: dict[s
     return first, second
 
 
+def directional_derivatives(model: nn.Module, x: torch.Tensor, u: dict[str, torch.Tensor], order: int,
+                            shift: dict[str, torch.Tensor] | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(f_w(x), g′(w)ᵀu, uᵀg″(w)u) of the logits g(w) = f_w(x) along the weight direction ``u`` (name → tensor),
+    in forward mode: ``jvp`` of ``functional_call``, and a jvp of that jvp for the second order (``order`` 2;
+    ``None`` for order 1). The weights are w + ``shift`` (AWP's v) where given. The outputs keep their graph
+    to w, so a loss on them trains w. Buffers are passed as fresh copies: the forward uses the model's mode
+    (train-mode BN: batch statistics) and leaves its running statistics alone."""
+    params = dict(model.named_parameters())
+    shift = shift or {}
+    point = {n: params[n] + shift[n] if n in shift else params[n] for n in params}
+    names = list(u)
+    buffers = dict(model.named_buffers())
+    tangents = tuple(u[n] for n in names)
+
+    def logits(*ws: torch.Tensor) -> torch.Tensor:
+        state = {**point, **dict(zip(names, ws, strict=True)), **{k: b.clone() for k, b in buffers.items()}}
+        return functional_call(model, state, (x,))
+
+    primals = tuple(point[n] for n in names)
+    if order == 1:
+        out, first = jvp(logits, primals, tangents)
+        return out, first, None
+
+    def with_first(*ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return jvp(logits, ws, tangents)
+
+    (out, first), (_, second) = jvp(with_first, primals, tangents)
+    return out, first, second
+
+
+def paper_taylor_terms(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, draws: list[dict[str, torch.Tensor]],
+                       order: int, shift: dict[str, torch.Tensor] | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The paper's Taylor terms (Eq. 8) averaged over the weight directions ``draws``:
+    first = E_u KL(q(g′_s u) ‖ q(g′_{s′} u)), second = E_u KL(q(uᵀg″_s u) ‖ q(uᵀg″_{s′} u)) (without the ½,
+    which is the ``second_factor``), q = softmax, batch-mean KL as in TRADES (target not detached);
+    ``second`` is None for order 1."""
+    firsts, seconds = [], []
+    for u in draws:
+        _, j_nat, h_nat = directional_derivatives(model, x, u, order, shift)
+        _, j_adv, h_adv = directional_derivatives(model, x_adv, u, order, shift)
+        firsts.append(kl_to_log_target(F.log_softmax(j_adv, dim=1), F.log_softmax(j_nat, dim=1)))
+        if order == 2:
+            assert h_nat is not None and h_adv is not None
+            seconds.append(kl_to_log_target(F.log_softmax(h_adv, dim=1), F.log_softmax(h_nat, dim=1)))
+    first = torch.stack(firsts).mean()
+    return first, (torch.stack(seconds).mean() if seconds else None)
+
+
 class _Capture:
     """Records the input of a module on every forward (the penultimate features of the last linear layer)."""
 
@@ -133,6 +190,9 @@ class TaylorSettings:
     noise_std: float = 1e-4
     noise_layers: Literal["conv", "weights", "all"] = "conv"
     awp_noise_in_attack: bool = False
+    taylor: Literal["code", "paper"] = "code"
+    taylor_layers: Literal["noise", "conv", "weights", "all", "last"] = "noise"
+    taylor_samples: int = 1
 
 
 @dataclass
@@ -143,7 +203,8 @@ class RATOptions(TrainingAttackOptions, TaylorSettings):
     noise of absolute std 1e-4 on conv layers during the attack (none for AWP-TRADES unless
     ``awp_noise_in_attack``), TRADES attack (10 × eps/4, 0.001·N start, eval-mode BN), AWP γ 0.005 after
     10 warm-up epochs. Paper readings: ``ce_weight=one``, ``second_target=symmetric``, ``noise_std=0.01``,
-    ``noise_layers=weights``, ``awp_noise_in_attack=true``."""
+    ``noise_layers=weights``, ``awp_noise_in_attack=true``, ``taylor=paper`` (Eq. 8's derivative terms in forward
+    mode over ``taylor_layers`` with ``taylor_samples`` draws of u instead of the code's soft labels)."""
 
     init_std: float = 0.001
     attack_bn_mode: Literal["eval", "train"] = "eval"
@@ -167,6 +228,8 @@ class RATOptions(TrainingAttackOptions, TaylorSettings):
         check_positive(self.noise_std, "rat noise_std", allow_zero=True)
         check_positive(self.second_factor, "rat second_factor", allow_zero=True)
         check_positive(self.gamma, "rat gamma", allow_zero=True)
+        if int(self.taylor_samples) < 1:
+            raise UserError(f"rat taylor_samples must be at least 1, got {self.taylor_samples}")
         self.check_attack("rat")
 
     @property
@@ -191,13 +254,26 @@ class RAT(Defense):
 
     @property
     def inherent_passes(self) -> tuple[float, float]:  # type: ignore[override]
-        """The base method's passes (the Taylor statistics are closed-form); PGD-AT base adds a clean pass."""
-        k = float(self.options.steps)
-        if self.options.base == "awp-trades":
-            return (k + 5.0, k + 4.0)
-        if self.options.base == "pgd-at":
-            return (k + 2.0, k + 2.0) if self.options.resolved_eta > 0 else (k + 1.0, k + 1.0)
-        return (k + 3.0, k + 2.0)
+        """The base method's passes (the code's Taylor statistics are closed-form); PGD-AT base adds a clean pass.
+        ``taylor=paper`` adds one forward-mode call per draw of u for each of the clean and adversarial batch
+        (counted as a forward: one call of the model that carries the jvp or jvp-of-jvp tangents; the
+        backward runs through the tangents, not through the counted logits)."""
+        o = self.options
+        k = float(o.steps)
+        extra = 2.0 * int(o.taylor_samples) if self.paper_terms_active else 0.0
+        if o.base == "awp-trades":
+            return (k + 5.0 + extra, k + 4.0)
+        if o.base == "pgd-at":
+            if o.resolved_eta > 0 and o.taylor == "code":
+                return (k + 2.0, k + 2.0)
+            return (k + 1.0 + extra, k + 1.0)
+        return (k + 3.0 + extra, k + 2.0)
+
+    @property
+    def paper_terms_active(self) -> bool:
+        """Whether a step computes the paper's derivative terms (``taylor=paper``, η > 0, σ > 0)."""
+        o = self.options
+        return o.taylor == "paper" and o.resolved_eta > 0 and o.noise_std > 0
 
     def describe(self) -> dict[str, Any]:
         """Options plus η and the step size used; flags the PGD-AT base as a reconstruction."""
@@ -224,7 +300,19 @@ class RAT(Defense):
 
     def noisy_params(self, model: nn.Module) -> list[str]:
         """Names of the parameters that get weight noise in the attack."""
-        layers = self.options.noise_layers
+        return self.select_params(model, self.options.noise_layers)
+
+    def taylor_params(self, model: nn.Module) -> list[str]:
+        """Names of the parameters the paper's Taylor terms differentiate along (``taylor_layers``)."""
+        layers = self.options.taylor_layers
+        return self.select_params(model, self.options.noise_layers if layers == "noise" else layers)
+
+    def select_params(self, model: nn.Module, layers: str) -> list[str]:
+        """Parameter names of a layer choice: ``all``, ``weights`` (ndim ≥ 2), ``conv`` (parameters of conv
+        modules) or ``last`` (the weight of the last linear layer, App. D's W)."""
+        if layers == "last":
+            head = last_linear(model)
+            return [n for n, p in model.named_parameters() if p is head.weight]
         if layers == "all":
             return [n for n, _ in model.named_parameters()]
         if layers == "weights":
@@ -245,6 +333,17 @@ class RAT(Defense):
         with torch.no_grad():
             return {n: o.noise_std * torch.randn_like(params[n]) for n in self.noisy_params(model)}
 
+    def taylor_draws(self, model: nn.Module) -> list[dict[str, torch.Tensor]]:
+        """``taylor_samples`` independent Gaussian directions u (std ``noise_std``) on the ``taylor_layers``."""
+        params = dict(model.named_parameters())
+        names = self.taylor_params(model)
+        if not names:
+            raise UserError("rat taylor=paper: taylor_layers selects no parameter of this model; "
+                            "choose another, e.g. --set taylor_layers=weights")
+        with torch.no_grad():
+            return [{n: self.options.noise_std * torch.randn_like(params[n]) for n in names}
+                    for _ in range(int(self.options.taylor_samples))]
+
     @property
     def alpha(self) -> float:
         """The attack's step size: eps/4 unless set (L2 on a TRADES base: the TRADES code's 2·eps/steps)."""
@@ -263,7 +362,8 @@ class RAT(Defense):
             return trades_kl_attack(fwd, x, self.threat, steps=o.steps, alpha=self.alpha, init_std=o.init_std)
 
     def loss(self, model, x, y, ctx: StepContext):
-        """(1 − η)·CE + β·KL(f(x) ‖ f(x′)) + η·first + second_factor·η·second (code-faithful App. D)."""
+        """(1 − η)·CE + β·KL(f(x) ‖ f(x′)) + η·first + second_factor·η·second (code-faithful App. D, or the
+        paper's derivative terms with ``taylor=paper``)."""
         o = self.options
         eta = o.resolved_eta
         x_adv = self.craft(model, x, y)
@@ -274,7 +374,7 @@ class RAT(Defense):
 
             v = awp_perturbation(model, objective, o.gamma, o.proxy_lr)
         forward = perturbed_forward(model, v)
-        need_clean = o.base != "pgd-at" or eta > 0
+        need_clean = o.base != "pgd-at" or (eta > 0 and o.taylor == "code")  # the paper's terms take x itself
         with _Capture(last_linear(model, ctx.num_classes)) as cap:
             logits = forward(x) if need_clean else None
             logits_adv = forward(x_adv)
@@ -292,6 +392,18 @@ class RAT(Defense):
             loss = (ce_w * ce if eta > 0 else ce) + o.beta * robust
             logs["kl"] = float(robust.detach())
         logs["ce"] = float(ce.detach())
+        if eta > 0 and o.taylor == "paper":
+            if self.paper_terms_active:
+                first_t, second_t = paper_taylor_terms(model, x, x_adv, self.taylor_draws(model),
+                                                       2 if o.order == "1+2" else 1, v)
+            else:  # σ = 0: u = 0, both vectors are 0 and every KL is 0
+                first_t, second_t = loss.new_zeros(()), loss.new_zeros(()) if o.order == "1+2" else None
+            loss = loss + eta * first_t
+            logs["rat_first"] = float(first_t.detach())
+            if second_t is not None:
+                loss = loss + o.second_factor * eta * second_t
+                logs["rat_second"] = float(second_t.detach())
+            return loss, logs
         if eta > 0:
             assert logits is not None
             h_nat, h_adv = cap.inputs[0], cap.inputs[1]

@@ -174,6 +174,12 @@ class Scorpio(Defense):
 
     Options = ScorpioOptions
 
+    @classmethod
+    def dataset_options(cls, dataset: str) -> dict[str, Any]:
+        """The (h, r) preset follows the run's dataset: SVHN runs use the paper's SVHN values (supplementary
+        "Hyperparameters": L2 (1.25, 0.99), Linf (1.5, 1.25)), every other dataset the CIFAR-10 table."""
+        return {"preset": "svhn"} if dataset == "svhn" else {}
+
     def __init__(self, threat: ThreatModel, options: ScorpioOptions | None = None, **overrides: Any) -> None:
         super().__init__(threat, options, **overrides)
         o = self.options

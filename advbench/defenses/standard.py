@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from advbench.defenses.base import DEFENSES, Defense, accuracy
+from advbench.defenses.base import DEFENSES, Defense, device_accuracy
 
 
 @DEFENSES.register("standard", help="Standard training: cross-entropy on clean images")
@@ -18,4 +18,4 @@ class Standard(Defense):
     def loss(self, model, x, y, ctx):
         """Mean cross-entropy on the clean batch."""
         logits = model(x)
-        return F.cross_entropy(logits, y), {"acc": accuracy(logits, y)}
+        return F.cross_entropy(logits, y), {"acc": device_accuracy(logits, y)}

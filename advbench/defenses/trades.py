@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from advbench.attacks.training import TrainingAttackOptions, trades_examples
-from advbench.defenses.base import DEFENSES, Defense, StepContext, accuracy, check_positive
+from advbench.defenses.base import DEFENSES, Defense, StepContext, check_positive, device_accuracy
 from advbench.defenses.kl_divergence import KLReduction, kl_to_log_target
 
 
@@ -93,5 +93,5 @@ class TRADES(Defense):
         logits_adv = model(x_adv)
         target = model(x) if o.reference_forwards else None
         loss, ce, kl = trades_objective(logits, logits_adv, y, o.beta, o.kl_reduction, o.detach_target, target)
-        return loss, {"acc": accuracy(logits, y), "adv_acc": accuracy(logits_adv, y), "ce": float(ce.detach()),
-                      "kl": float(kl.detach())}
+        return loss, {"acc": device_accuracy(logits, y), "adv_acc": device_accuracy(logits_adv, y), "ce": ce.detach(),
+                      "kl": kl.detach()}

@@ -30,6 +30,14 @@ def suited(r: dict[str, Any]) -> set[str]:
     return cls.suited_to(r.get("options") or {}, r.get("summary"))
 
 
+def measures_distance(r: dict[str, Any]) -> bool:
+    """Whether result ``r`` comes from a minimum-distance attack (any registered one, not a fixed name)."""
+    try:
+        return bool(ATTACKS.get(r["attack"]).measures_distance)
+    except Exception:  # an attack this version does not know
+        return False
+
+
 def check_chance_level(result: dict[str, Any], probe: dict[str, Any] | None) -> Check | None:
     """Clean accuracy clearly above chance (max(1/classes, the most frequent label's share)); else every robust
     number is meaningless. Fail within 3 binomial standard deviations of chance, warn within 10% of the way
@@ -65,7 +73,7 @@ def check_iterative_vs_single_step(result: dict[str, Any]) -> Check | None:
     for members in by_budget.values():
         single = [r for r in members if r["attack"] == "fgsm"]
         iterative = [r for r in members if r.get("kind", "white-box") == "white-box" and r["attack"] != "fgsm"
-                     and r["attack"] != "min-dist"]
+                     and not measures_distance(r)]
         pairs += [_pair(i, f) for i in iterative for f in single]
     if not pairs:
         return None

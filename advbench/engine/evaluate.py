@@ -50,6 +50,8 @@ from advbench.engine.results import assemble, attack_batch_record
 from advbench.engine.shards import ShardSync, load_state, merge_shards, remove_resume_files, shard_batches, shard_paths
 from advbench.threat import ThreatModel
 
+#: clean top-k accuracy recorded beside top-1 for models with more than this many classes (ImageNet tables)
+TOP_K = 5
 #: (key, suite entry or None for the clean pass, threat, number of images) of every pass over the images
 Todo = list[tuple[str, SuiteEntry | None, ThreatModel, int]]
 
@@ -124,19 +126,29 @@ class _ShardPass:
         self.progress.done(handle)
         return interrupted
 
-    def _plain(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _plain(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Top-1 correctness and, for more than 5 classes, top-5 correctness (the label among the 5 largest logits)."""
         with torch.no_grad():
-            return self.model(x).argmax(1) == y
+            logits = self.model(x)
+        top5 = None
+        if logits.shape[1] > TOP_K:
+            top5 = (logits.topk(TOP_K, dim=1).indices == y[:, None]).any(dim=1)
+        return logits.argmax(1) == y, top5
 
     def _batch(self, attack: Attack | None, key: str, threat: ThreatModel, b: int, x: torch.Tensor,
                y: torch.Tensor) -> dict[str, Any]:
         """The record of global batch ``b``: clean predictions, or the attack seeded by (seed, key, eps, b)."""
         t0 = time.perf_counter()
         if attack is None:
+            top5 = None
             with frozen(self.model, "eval"), seeded_model_rng(x.device, self.job.seed, "clean", b):
-                correct = batch_verdict(self.model, self.clean_samples, b).judge(x, y) if self.clean_samples > 1 \
-                    else self._plain(x, y)
+                if self.clean_samples > 1:
+                    correct = batch_verdict(self.model, self.clean_samples, b).judge(x, y)
+                else:
+                    correct, top5 = self._plain(x, y)
             record: dict[str, Any] = {"forward": x.shape[0] * self.clean_samples, "backward": 0}
+            if top5 is not None:
+                record["top5"] = [int(c) for c in top5.tolist()]
         else:
             attack.context.batch = b
             gen = make_generator(x.device, self.job.seed, key, threat.eps_text, b)

@@ -17,7 +17,7 @@ from advbench.attacks import ATTACKS, Suite, SuiteEntry
 from advbench.attacks.suites import DEFAULT_EPS
 from advbench.config import json_safe
 from advbench.core.digest import code_identity, data_digest, weights_digest
-from advbench.data import TensorSplit
+from advbench.data import TensorSplit, is_lazy
 from advbench.threat import ThreatModel
 
 
@@ -28,7 +28,7 @@ def as_eval_data(data: Any) -> TensorSplit:
         x, y = data
     else:
         x, y = data.x, data.y
-    x, y = torch.as_tensor(x), torch.as_tensor(y).long()
+    x, y = (x if is_lazy(x) else torch.as_tensor(x)), torch.as_tensor(y).long()  # lazy files: decoded when sliced
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"{x.shape[0]} images but {y.shape[0]} labels")
     return TensorSplit(x, y)

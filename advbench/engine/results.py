@@ -133,8 +133,13 @@ def assemble(job: EvalJob, state: dict[str, Any], n: int, attack_descriptions: d
         "skipped": job.skipped(),
         "fingerprint": job.fingerprint(),
         "versions": runs.package_versions(),
+        "cpu_threads": torch.get_num_threads(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    top5 = _top5(state["done"]["clean"])
+    if top5 is not None:
+        result["clean"].update({"top5_accuracy": sum(top5) / max(1, n), "top5_correct": top5})
+        result["clean_top5_acc"] = sum(top5) / max(1, n)
     if job.adapt:
         kinds = masking_kinds(state.get("probe"))
         result["adapted"] = _adapted(result, clean, kinds)
@@ -145,6 +150,14 @@ def assemble(job: EvalJob, state: dict[str, Any], n: int, attack_descriptions: d
                                                 result.get("adapt"))
     attach_verdicts(result)
     return result
+
+
+def _top5(done: dict[str, Any]) -> list[int] | None:
+    """Per image, whether its label is among the model's 5 largest logits, when every clean batch recorded it
+    (models with more than 5 classes and a deterministic clean pass); None otherwise."""
+    if not done or not all("top5" in rec for rec in done.values()):
+        return None
+    return _flat(done, "top5")
 
 
 def _adapted(result: dict[str, Any], clean: list[int], kinds: dict[str, str]) -> list[dict[str, Any]]:

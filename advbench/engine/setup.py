@@ -18,7 +18,7 @@ from torch import nn
 from advbench import runs
 from advbench.config import TrainConfig, run_config
 from advbench.core import distributed
-from advbench.data import DatasetInfo, DataSplits, dataset_info, load_splits
+from advbench.data import DatasetInfo, DataSplits, dataset_info, is_lazy, load_splits
 from advbench.defenses import DEFENSES
 from advbench.engine.state import memory_kind
 from advbench.errors import UserError
@@ -155,8 +155,10 @@ def apply_speed_flags(cfg: TrainConfig, model: nn.Module, splits: DataSplits, de
     if cuda:
         torch.backends.cudnn.benchmark = benchmark
     train = splits.train
-    nbytes = train.x.element_size() * train.x.nelement()
-    on_device = bool(cuda and (nbytes < DATA_ON_DEVICE_MAX if cfg.data_on_device is None else cfg.data_on_device))
+    lazy = is_lazy(train.x)  # files decoded per batch (ImageNet): stays on the CPU
+    nbytes = 0 if lazy else train.x.element_size() * train.x.nelement()
+    on_device = bool(cuda and not lazy and (nbytes < DATA_ON_DEVICE_MAX if cfg.data_on_device is None
+                                            else cfg.data_on_device))
     if on_device:
         splits.train = type(train)(train.x.to(device), train.y.to(device))
     pin_memory = bool(cuda and not on_device and (cfg.pin_memory is None or cfg.pin_memory))
@@ -170,7 +172,9 @@ def apply_speed_flags(cfg: TrainConfig, model: nn.Module, splits: DataSplits, de
         "cudnn_benchmark": benchmark,
         "grad_checkpointing": cfg.grad_checkpointing,
         "sync_bn": sync_bn,
-        "data": {"storage": "in-memory tensors", "train_on_device": on_device or not cuda,
+        "data": {"storage": "files decoded per batch" if lazy else "in-memory tensors",
+                 "train_on_device": on_device or not cuda,
                  "pin_memory": pin_memory, "non_blocking_copies": pin_memory, "loader_workers": 0},
         "memory": {"kind": memory_kind(device), "every": cfg.mem_every},
+        "cpu_threads": torch.get_num_threads(),
     }

@@ -78,11 +78,32 @@ def config_record(cfg: TrainConfig, *, threat: ThreatModel, defense: Defense, sp
 
 
 # ---------------------------------------------------------------- the epoch's running sums and metrics line
-def accumulate(partial: dict[str, float], logs: dict[str, float], n: int) -> None:
+def accumulate(partial: dict[str, float], logs: dict[str, Any], n: int) -> None:
     """Add one step's logged scalars, weighted by its ``n`` examples, to the epoch's running sums."""
     partial["n"] = partial.get("n", 0.0) + n
     for k, v in logs.items():
         partial[f"sum_{k}"] = partial.get(f"sum_{k}", 0.0) + float(v) * n
+
+
+#: training steps whose logged device tensors are read together (one host sync per interval)
+LOG_EVERY = 16
+
+
+def flush_logs(partial: dict[str, float], pending: list[tuple[dict[str, Any], int]]) -> None:
+    """Add the held steps' logs to the running sums, in step order, and empty ``pending``.
+
+    Logged values may be 0-dim tensors on the device: all of them are read in one transfer (as float64,
+    which holds every float32/bf16/fp16 value exactly), so the sums equal those of :func:`accumulate` called
+    with ``float(value)`` after every step."""
+    tensors = [v for logs, _ in pending for v in logs.values() if isinstance(v, torch.Tensor)]
+    host: list[float] = []
+    if tensors:
+        where = tensors[0].device
+        host = torch.stack([t.detach().reshape(()).to(where, torch.float64) for t in tensors]).tolist()
+    it = iter(host)
+    for logs, n in pending:
+        accumulate(partial, {k: next(it) if isinstance(v, torch.Tensor) else v for k, v in logs.items()}, n)
+    pending.clear()
 
 
 def record_peak(partial: dict[str, float], peak_bytes: float, extra_bytes: float) -> None:

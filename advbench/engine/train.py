@@ -39,7 +39,7 @@ from advbench.core.progress import NullProgress
 from advbench.core.seeding import derived_seed, seed_everything
 from advbench.core.signals import Interrupted, StopFlag
 from advbench.data import DataSplits, batches, num_batches
-from advbench.defenses import DEFENSES, StepContext, build_defense
+from advbench.defenses import DEFENSES, StepContext, build_defense, options_for_dataset
 from advbench.engine import state
 from advbench.engine.setup import (
     apply_speed_flags,
@@ -77,7 +77,8 @@ class Trainer:
         self.stop = stop or StopFlag()
         self.batch_hook = batch_hook
         self.threat = ThreatModel.parse(cfg.eps, cfg.norm)
-        self.defense = build_defense(cfg.defense, self.threat, cfg.defense_options)
+        self.defense = build_defense(cfg.defense, self.threat,
+                                     options_for_dataset(cfg.defense, cfg.dataset, cfg.defense_options))
         self.device = rank_device(cfg.device)
         check_runtime(cfg, self.device, self.world)
         self.splits: DataSplits = load_run_splits(cfg, self.world)
@@ -96,6 +97,9 @@ class Trainer:
         self.start_batch = 0
         self.best: dict[str, Any] = {"epoch": None, "score": float("-inf")}
         self.partial: dict[str, float] = {}  # this rank's running sums of the epoch (see engine.state)
+        #: steps whose logs (device tensors) are not yet in ``partial``: read every ``log_every`` steps
+        self.pending: list[tuple[dict[str, Any], int]] = []
+        self.log_every = state.LOG_EVERY
         self.restored = False
         self.notes: list[str] = []
         self._steps_run = 0
@@ -171,17 +175,23 @@ class Trainer:
         shard = (self.rank, self.world) if self.world > 1 else None
         for b, (x, y, idx) in enumerate(
             batches(self.splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, start_batch=first,
-                    augment=self.splits.info.augment, device=self.device, shard=shard, pin_memory=self.pin_memory),
+                    augment=self.splits.info.augment, device=self.device, shard=shard, pin_memory=self.pin_memory,
+                    scale=self.splits.info.scale, brightness=self.splits.info.brightness),
                 start=first):
             if b >= self.steps_per_epoch:
                 break
             n_global = min(cfg.batch_size, n_train - b * cfg.batch_size)
             if n_global >= self.world:  # a final batch with fewer examples than ranks is skipped (DDP only)
                 self.train_step(epoch, b, x, y, idx, n_global, counter)
-            self.progress.advance(handle, 1, images=n_global, loss=state.means(self.partial).get("loss"))
+            loss = None
+            if len(self.pending) >= self.log_every or b == first or b + 1 == self.steps_per_epoch:
+                self.flush_logs()  # one host sync per logging interval (and the epoch's first loss at once)
+                loss = state.means(self.partial).get("loss")
+            self.progress.advance(handle, 1, images=n_global, loss=loss)
             if self.batch_hook is not None:
                 self.batch_hook(epoch, b)
             if distributed.any_rank(self.stop.requested):  # also after the last batch: before validation
+                self.flush_logs()
                 self.partial["elapsed"] = self.partial.get("elapsed", 0.0) + time.perf_counter() - t0
                 self.defense.sync_ranks()
                 if b + 1 == self.steps_per_epoch:
@@ -190,6 +200,7 @@ class Trainer:
                 self.write_summary("interrupted")
                 self.progress.done(handle)
                 raise Interrupted(f"stopped at epoch {epoch + 1} batch {b + 1}", str(self.run_dir))
+        self.flush_logs()
         self.progress.done(handle)
         self.defense.sync_ranks()
         average_buffers(self.model)  # BN running statistics: the mean over ranks (identical afterwards)
@@ -261,9 +272,13 @@ class Trainer:
         self._steps_run += 1
         logs["forward_passes"] = counter.forward / n
         logs["backward_passes"] = counter.backward / n
-        state.accumulate(self.partial, logs, n)
+        self.pending.append((logs, n))  # read with the next flush_logs: no host sync in the step
         if mem is not None and mem.peak_bytes is not None:
             state.record_peak(self.partial, float(mem.peak_bytes), float(mem.extra_bytes or 0))
+
+    def flush_logs(self) -> None:
+        """Move the held steps' logs into the epoch's running sums (one host sync; same sums as per step)."""
+        state.flush_logs(self.partial, self.pending)
 
     def _autocast(self) -> Any:
         """Autocast for the training step (``amp``); a null context when AMP is off."""
@@ -371,9 +386,12 @@ def resume_run(run_dir: str | Path, *, progress: NullProgress | None = None, sto
         main = distributed.is_main()
         with runs.RunLock(run_dir, "train") if main else contextlib.nullcontext():
             trainer = Trainer(cfg, run_dir, progress=progress, stop=stop, batch_hook=batch_hook)
-            if last.is_file():
+            # rank 0 decides and tells the others: a rank that looked for itself could miss a last.pt that rank 0
+            # is still writing (the ranks leave an interrupted run at different times) and start differently
+            has_last, trained = distributed.broadcast_object((last.is_file(), done_epochs(run_dir)) if main else None)
+            if has_last:
                 trainer.restore(runs.load_checkpoint(last, map_location=trainer.device))
-            elif (trained := done_epochs(run_dir)):
+            elif trained:
                 raise UserError(f"cannot resume {run_dir}: it trained {trained} epoch(s) but "
                                 f"{last} is missing, so it cannot continue exactly; restore the file or start a new "
                                 "run")

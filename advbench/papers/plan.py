@@ -42,6 +42,7 @@ from advbench.papers.recipes import (
     SMOKE_BY_DATASET,
     Block,
     RowRecipe,
+    Split,
     TableRecipe,
     block_recipe,
     blocks_of,
@@ -127,6 +128,9 @@ def make_plan(paper: str, table: str, *, scale: str = "smoke", out: str | Path =
     smoke_data = dataset or (recipe.dataset if scale == "smoke" and dataset_available(recipe.dataset, data_dir)
                              else "synthetic")
     sm = {**SMOKE, **SMOKE_BY_DATASET.get(smoke_data, {}), **(smoke or {})}
+    if paper_checkpoints and scale == "paper":  # the paper's rule needs no held-out split: the full training set
+        recipe = dataclasses.replace(recipe, split=_FULL_SET, blocks=tuple(
+            dataclasses.replace(b, split=None) for b in recipe.blocks))
     all_blocks = blocks_of(recipe)
     hinted = any(v is not None for v in (dataset, model, eps, norm))
     chosen = blocks or ([all_blocks[0].name] if hinted else [b.name for b in all_blocks])
@@ -147,6 +151,11 @@ def make_plan(paper: str, table: str, *, scale: str = "smoke", out: str | Path =
                 recipe.checkpoint_epochs)
         plans.append((block, _plan_block(planner, seeds, rows)))
     plan = _merged(recipe, plans, skipped_blocks, scale, Path(out), sm)
+    if scale == "paper":
+        plan.notes[:0] = _split_notes(recipe, [b for b, _ in plans], rows)
+        if recipe.sample_seed is not None:
+            plan.notes.insert(0, f"evaluation: {recipe.n_eval} test images drawn at random with sample seed "
+                                 f"{recipe.sample_seed} (recorded in every result)")
     if paper_checkpoints:
         kept = list(range(1, int(sm["epochs"]) + 1)) if scale == "smoke" else list(recipe.checkpoint_epochs)
         plan.notes.append(f"checkpoints: epochs {kept} are kept and attacked besides the selected one; each column "
@@ -164,6 +173,26 @@ def cpu_tables() -> list[tuple[str, str]]:
     return [(p, t) for p, t in published_tables() if (r := get_recipe(p, t)) is not None and r.cpu]
 
 
+_FULL_SET = Split(0, "last", "each column's best over the checkpoints the paper lists (--paper-checkpoints): the "
+                            "full training set, every listed checkpoint kept")
+
+
+def _split_notes(recipe: TableRecipe, blocks: list[Block], rows: list[str] | None) -> list[str]:
+    """The paper-scale split of each planned block (and of each row with its own), one line each."""
+    notes, texts = [], set()
+    for block in blocks:
+        text = (block.split or recipe.split).text(block.dataset or recipe.dataset)
+        if text not in texts:  # a block with the same split as one printed already is not repeated
+            texts.add(text)
+            prefix = "split" if not notes else f"{block.name}: split"
+            notes.append(f"{prefix}: {text}")
+        for label in block.rows:
+            row = recipe.rows.get(label)
+            if isinstance(row, RowRecipe) and row.split is not None and (not rows or label in rows):
+                notes.append(f"{label}: split: {row.split.text(block.dataset or recipe.dataset)}")
+    return list(dict.fromkeys(notes))
+
+
 def _plan_block(planner: Planner, seeds: list[int] | None, rows: list[str] | None) -> Plan:
     """The plan of one block: every printed row it trains, for every seed."""
     recipe = planner.recipe
@@ -175,7 +204,9 @@ def _plan_block(planner: Planner, seeds: list[int] | None, rows: list[str] | Non
         if why is not None:
             planner.plan.skipped_rows[label] = why
             continue
-        for seed in the_seeds:
+        row_seeds = the_seeds if seeds or planner.smoke_scale or not isinstance(row, RowRecipe) or not row.seeds \
+            else list(row.seeds)
+        for seed in row_seeds:
             if isinstance(row, RowRecipe) and row.sweep is not None:
                 _plan_sweep(planner, label, row, seed)
             else:

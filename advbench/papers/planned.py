@@ -96,6 +96,7 @@ class PlannedRun:
     block: str | None = None  # the block of the table the run fills (None: the main block)
     n_eval: int | None = None  # test images its suites attack (None: the plan's)
     role: str = "row"  # row / base / source (an independently trained transfer source)
+    sample_seed: int | None = None  # its suites attack n_eval test images drawn with this seed (None: the first)
 
     def source_for(self, suite: str) -> str | None:
         """Hash of the run ``suite``'s transfer attacks are crafted on."""

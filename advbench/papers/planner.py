@@ -82,7 +82,11 @@ def cpu_recipe(recipe: TableRecipe) -> TableRecipe:
                                           train=shorter(row.train))
     blocks = tuple(dataclasses.replace(b, train=shorter(b.train), n_eval=int(cpu["n_eval"]) if b.n_eval else None)
                    for b in recipe.blocks)
-    return dataclasses.replace(recipe, train=train, rows=rows, blocks=blocks, n_eval=int(cpu["n_eval"]),
+    # checkpoint selection as the paper, on advbench's default held-out split (min(1000, 10%)): the paper's (SAT:
+    # 5,000 images) would be validated with PGD every epoch and may not fit a small dataset
+    split = dataclasses.replace(recipe.split, val_size=None) if recipe.split.val_size else recipe.split
+    blocks = tuple(dataclasses.replace(b, split=None) for b in blocks)
+    return dataclasses.replace(recipe, train=train, rows=rows, blocks=blocks, n_eval=int(cpu["n_eval"]), split=split,
                                cpu={**cpu, "paper_epochs": paper_epochs})
 
 
@@ -155,6 +159,8 @@ class Planner:
             run_dir, status = self.existing[h]
             action, found = ("done" if status == "completed" else "resume"), str(run_dir)
         kw.setdefault("n_eval", None if self.smoke_scale else self.n_eval)
+        if not self.smoke_scale and self.recipe.sample_seed is not None:
+            kw.setdefault("sample_seed", self.recipe.sample_seed)
         return PlannedRun(label, seed, opts, settings, h, f"{runs.slug(label, kind='label')}-s{seed}-{h}", action,
                           found, out=str(where), block=self.block, **kw)
 
@@ -164,7 +170,10 @@ class Planner:
                   "seed": seed, "device": self.device, "model": net,
                   **({"data_dir": self.data_dir} if self.data_dir else {})}
         if not self.smoke_scale:
-            return self._capped({**common, **self.recipe.train})
+            train = dict(self.recipe.train)
+            if self.dataset != self.recipe.dataset:  # the recipe's dataset options are its dataset's (--dataset)
+                train.pop("dataset_options", None)
+            return self._capped({**common, **train, **self.recipe.split.options()})
         opts = self._capped({**common, **smoke_train_options({}, self.sm, base=True)})
         if self.dataset == "synthetic":
             syn = dict(self.sm["synthetic_options"])
@@ -189,7 +198,8 @@ class Planner:
         """(TrainConfig options, smoke changes to the defense options, fine-tuned from the base) of a row."""
         threat = {k: v for k, v in (("norm", row.norm), ("eps", row.eps)) if v is not None}
         if not self.smoke_scale:
-            return ({**self.base_options(seed, net), **row.train, "defense": row.defense, **threat}, {},
+            split = row.split.options() if row.split else {}
+            return ({**self.base_options(seed, net), **row.train, **split, "defense": row.defense, **threat}, {},
                     row.from_standard)
         train = {**self.recipe.train, **row.train}
         opts = self._capped({**self.base_options(seed, net), **smoke_train_options(train, self.sm, base=False),

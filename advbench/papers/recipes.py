@@ -55,7 +55,48 @@ SMOKE_BY_DATASET: dict[str, dict[str, Any]] = {
 SMOKE_TRAIN_KEYS = ("epochs", "n_train", "batch_size", "optimizer", "lr", "schedule", "weight_decay",
                     "val_n", "val_attack_steps", "eps_warmup")
 _PAPER_ONLY_TRAIN_KEYS = {"milestones", "gamma", "momentum", "nesterov", "model_options",
-                          "max_batches_per_epoch", "init_from"}
+                          "max_batches_per_epoch", "init_from", "dataset_options"}
+#: training-set sizes of the papers' datasets (the plan states the split without loading the data)
+TRAIN_SIZES = {"cifar10": 50000, "cifar100": 50000, "svhn": 73257, "mnist": 60000, "imagenette": 9469}
+DEFAULT_VAL_MAX = 1000  # advbench's default held-out validation size: min(1000, 10% of the training set)
+
+
+@dataclass(frozen=True)
+class Split:
+    """How a paper-scale run uses the training set and picks its checkpoint.
+
+    ``val_size``: training images held out for checkpoint selection (0: the full training set, as the paper;
+    None: advbench's default, min(1000, 10%)); ``select``: the selection rule (``last``: the last epoch; None:
+    the defense's default, best validation robust accuracy, clean for standard training); ``paper``: what the
+    paper says (its sentence), printed beside the split in the plan and the grid caption. Smoke scale keeps
+    its own split (200 held-out images)."""
+
+    val_size: int | None = None
+    select: str | None = None
+    paper: str = ""
+
+    def options(self) -> dict[str, Any]:
+        """The TrainConfig options this split sets (all of them: a row's split replaces its table's whole; the
+        defaults resolve, and hash, as if unset)."""
+        return {"val_size": self.val_size, "select": self.select or "auto"}
+
+    def text(self, dataset: str) -> str:
+        """``trains on 49,000 of cifar10's 50,000 training images (1,000 held out; checkpoint: ...)``."""
+        full = TRAIN_SIZES.get(dataset)
+        held = self.val_size if self.val_size is not None else (
+            min(DEFAULT_VAL_MAX, full // 10) if full else None)
+        rule = {"last": "the last epoch", "val-clean": "best held-out clean accuracy",
+                "val-robust": "best held-out robust accuracy"}.get(
+            self.select or "", "best held-out robust accuracy (clean for standard training)")
+        if held == 0:
+            rule = "the last epoch" if self.select in (None, "last") else rule
+            what = (f"the full training set ({full:,} images)" if full else "the full training set") + \
+                f", nothing held out; checkpoint: {rule}"
+        elif full and held is not None:
+            what = f"{full - held:,} of {dataset}'s {full:,} training images ({held:,} held out; checkpoint: {rule})"
+        else:
+            what = f"{held if held is not None else 'min(1000, 10%)'} training images held out; checkpoint: {rule}"
+        return f"trains on {what}" + (f" [paper: {self.paper}]" if self.paper else "")
 
 
 def smoke_text(sm: dict[str, Any]) -> str:
@@ -125,6 +166,10 @@ class RowRecipe:
     eps: str | None = None
     #: a hyperparameter the paper tuned: one run per value, the grid keeps the one :attr:`pick` chooses
     sweep: Sweep | None = None
+    #: the row's own training-set split and checkpoint rule at paper scale (default: the table's)
+    split: Split | None = None
+    #: the row's own paper-scale seeds (default: the table's); SOAR's WideResNet rows are single checkpoints
+    seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +236,7 @@ class Block:
     suites: tuple[tuple[str, ...], ...] | None = None
     n_eval: int | None = None
     note: str = ""
+    split: Split | None = None  # the block's own paper-scale split (default: the table's)
 
 
 @dataclass(frozen=True)
@@ -260,6 +306,13 @@ class TableRecipe:
     #: the checkpoints the paper evaluates, taking each column's best over them (``reproduce --paper-checkpoints``;
     #: default: the checkpoint advbench selects on a held-out validation split)
     checkpoint_epochs: tuple[int, ...] = ()
+    #: paper scale: how much of the training set the runs train on and how their checkpoint is picked
+    split: Split = Split()
+    #: what the grid caption must say besides the threat model and attacks (e.g. how a penalty is normalised)
+    caption_note: str = ""
+    #: paper scale attacks ``n_eval`` test images drawn at random with this seed ("We attack 1000 randomly selected
+    #: images"), recorded in every result; None: the first ``n_eval`` (smoke scale always takes the first)
+    sample_seed: int | None = None
     #: the paper's headline orderings on this table, checked by ``report --grid --paper`` (main tables)
     claims: tuple[Claim, ...] = ()
     #: ``--scale cpu``: the paper's recipe shortened to about an hour on 2 CPU cores (``epochs``, ``n_train``,
@@ -279,12 +332,13 @@ def blocks_of(recipe: TableRecipe) -> list[Block]:
     main_rows = tuple(r for r in trainable if r not in claimed_rows)
     main_cols = tuple(c for c in recipe.columns if c not in claimed_cols)
     out = [Block(recipe.main_block, main_cols, main_rows, recipe.dataset, recipe.model, recipe.norm, recipe.eps,
-                 suites=recipe.suites, n_eval=recipe.n_eval)]
+                 suites=recipe.suites, n_eval=recipe.n_eval, split=recipe.split)]
     for b in recipe.blocks:
         out.append(dataclasses.replace(
             b, columns=b.columns or main_cols, rows=tuple(r for r in (b.rows or main_rows) if r in trainable),
             dataset=b.dataset or recipe.dataset, model=b.model or recipe.model, norm=b.norm or recipe.norm,
-            eps=b.eps or recipe.eps, suites=b.suites or recipe.suites, n_eval=b.n_eval or recipe.n_eval))
+            eps=b.eps or recipe.eps, suites=b.suites or recipe.suites, n_eval=b.n_eval or recipe.n_eval,
+            split=b.split or recipe.split))
     return out
 
 
@@ -303,7 +357,7 @@ def block_recipe(recipe: TableRecipe, block: Block) -> TableRecipe:
             rows[label] = row
     return dataclasses.replace(recipe, dataset=block.dataset, model=block.model, norm=block.norm, eps=block.eps,
                                train={**recipe.train, **block.train}, rows=rows, suites=block.suites,
-                               n_eval=block.n_eval)
+                               n_eval=block.n_eval, split=block.split or recipe.split)
 
 
 _RECIPES: dict[tuple[str, str], TableRecipe] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from advbench.papers.recipes import Claim, ColumnRecipe, RowRecipe, Source, TableRecipe, no_recipe, register
+from advbench.papers.recipes import Claim, ColumnRecipe, RowRecipe, Source, Split, TableRecipe, no_recipe, register
 
 if TYPE_CHECKING:
     from advbench.attacks.suites import SuiteEntry
@@ -14,6 +14,21 @@ _SCHED = {"epochs": 200, "batch_size": 128, "lr": 0.1, "schedule": "multistep", 
           "weight_decay": 2e-4, "momentum": 0.9, "model_options": {"bn": False}}
 _TRADES = {"epochs": 120, "lr": 0.1, "milestones": [75, 90, 100]}
 _STEP = "2/255"
+#: "results of all methods on ResNet10 are obtained by averaging over 3 independently initialized and trained
+#: models" (Sec. 5; App. E: "All results on ResNet10 are obtained by averaging over 3 independently initialized and
+#: trained models")
+_SEEDS = (0, 1, 2)
+#: SOAR: "It is trained for a total of 200 epochs" with no early stopping on CIFAR-10 (App. E.2, E.9): the full
+#: training set, the last epoch (the other rows' selection is not stated: the same)
+_SPLIT = Split(0, "last", "'It is trained for a total of 200 epochs' (App. E.2): no checkpoint selection stated "
+                          "except ADV's, the full training set")
+#: ADV: "we save the model at the end of every epoch, and the final evaluation is based on the one with the highest
+#: PGD20 accuracy" (App. E.2; split not stated): held out from the training set here, never the test set
+_ADV_SPLIT = Split(None, "val-robust", "'the final evaluation is based on the one with the highest PGD20 accuracy' "
+                                       "(App. E.2, split not stated): selected on held-out training images with "
+                                       "PGD-20, not on the test set")
+#: TRADES and MART inner attacks: their public repositories' settings (10 steps of 0.007 from 0.001 N(0, I))
+_REPO_STEP = {"step_size": 0.007}
 _WRN_TRAIN = {"model_options": {}}  # WRN-34-10 keeps its BatchNorm (the ResNet-10 rows drop it)
 
 
@@ -21,7 +36,7 @@ def _wrn_rows(prefix: str, names: tuple[str, ...]) -> dict[str, RowRecipe]:
     """The WideResNet rows: the paper evaluates public checkpoints (and an authors-trained Standard); the recipe
     trains a WRN-34-10 with the row's defense at paper scale instead (too slow for smoke scale)."""
     res = _resnet_rows("")
-    return {f"{prefix}{n}": dataclasses.replace(res[n], model="wrn-34-10", smoke=False,
+    return {f"{prefix}{n}": dataclasses.replace(res[n], model="wrn-34-10", smoke=False, seeds=(0,),
                                                 train={**res[n].train, **_WRN_TRAIN}) for n in names}
 
 
@@ -34,11 +49,13 @@ _WRN_DISC = ("WideResNet rows: the paper evaluates public checkpoints (ADV: Madr
 def _resnet_rows(prefix: str) -> dict[str, RowRecipe | str]:
     return {
         f"{prefix}Standard": RowRecipe("standard"),
-        f"{prefix}ADV": RowRecipe("pgd-at", {"steps": 10, "step_size": "2/255"}),
-        f"{prefix}TRADES": RowRecipe("trades", {"beta": 9.0}, train=_TRADES),
-        f"{prefix}MART": RowRecipe("mart", {"beta": 9.0}, train=_TRADES),
+        f"{prefix}ADV": RowRecipe("pgd-at", {"steps": 10, "step_size": "2/255"}, split=_ADV_SPLIT,
+                                  train={"val_attack_steps": 20}),
+        f"{prefix}TRADES": RowRecipe("trades", {"beta": 9.0, **_REPO_STEP}, train=_TRADES),
+        f"{prefix}MART": RowRecipe("mart", {"beta": 9.0, **_REPO_STEP}, train=_TRADES),
         f"{prefix}MMA": RowRecipe("mma", {"margin": "32/255"}),
-        f"{prefix}FOAR": RowRecipe("foar", from_standard=True),
+        # "FOAR settings beyond the PGD1 init are not stated": SOAR's fine-tuning schedule (lr 0.004 ÷10 at 100)
+        f"{prefix}FOAR": RowRecipe("foar", train={"lr": 0.004, "milestones": [100]}, from_standard=True),
         f"{prefix}SOAR": RowRecipe("soar", train={"lr": 0.004, "milestones": [100]}, from_standard=True),
     }
 
@@ -59,20 +76,28 @@ _DISC = (
     "at paper scale.",
     "ResNet means ResNet-10 without BatchNorm for every ResNet row (App. E.7).",
     "ADV training step size is not stated; 2/255 is used.",
-    "Checkpoint selection: the paper keeps the best PGD20 epoch (split not stated); advbench selects on a "
-    "held-out validation split.",
+    "Training set and checkpoint: every row trains on the full 50,000 training images and keeps its last epoch "
+    "('It is trained for a total of 200 epochs', App. E.2; no other selection is stated), except ADV: 'the final "
+    "evaluation is based on the one with the highest PGD20 accuracy' (split not stated): advbench holds out 1,000 "
+    "training images and selects with PGD-20 on them (never on the test set).",
+    "Seeds: 'results of all methods on ResNet10 are obtained by averaging over 3 independently initialized and "
+    "trained models': seeds 0, 1, 2 (WideResNet rows: one run, the paper's single public checkpoints).",
+    "TRADES and MART inner attacks: their public repositories' step 0.007 (10 steps from 0.001 N(0, I)); the "
+    "repositories' eps 0.031 is kept at the table's 8/255 (0.0314), the budget the rows are attacked at.",
+    "FOAR fine-tunes with SOAR's schedule (lr 0.004 ÷10 at 100): FOAR's settings beyond the PGD1 init are not "
+    "stated (the spec: use SOAR's).",
 )
 
 register(TableRecipe(
-    paper="soar", table="1", dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED,
+    paper="soar", split=_SPLIT, table="1", dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED,
     rows={
         **_wrn_rows("WideResNet / ", ("Standard", "ADV", "TRADES", "MART", "MMA")),
         **_resnet_rows("ResNet / "),
     },
-    columns=_T1_COLS, suites=(("pgd", None),), seeds=(0,), n_eval=10000,
+    columns=_T1_COLS, suites=(("pgd", None),), seeds=_SEEDS, n_eval=10000,
     threat_text="Linf 8/255, white-box", attack_versions="suite pgd: FGSM, PGD-k step 2/255 uniform start, CE",
-    compute="about 7 ResNet-10 runs x 120-200 epochs: ~40 GPU-hours on one V100-class GPU; PGD-1000 and "
-            "PGD20-50 on 10k images ~2 GPU-hours per model",
+    compute="about 7 ResNet-10 runs x 120-200 epochs x 3 seeds: ~120 GPU-hours on one V100-class GPU, + 5 "
+            "WRN-34-10 runs; PGD-1000 and PGD20-50 on 10k images ~2 GPU-hours per model",
     discrepancies=(*_DISC, _WRN_DISC),
     claims=(Claim("SOAR is more robust than ADV under PGD-20 (ResNet)", "greater", "PGD20", "ResNet / SOAR",
                   other="ResNet / ADV"),
@@ -83,9 +108,9 @@ register(TableRecipe(
 ))
 _RES = {k.removeprefix("ResNet / "): v for k, v in _resnet_rows("ResNet / ").items()}
 register(TableRecipe(
-    paper="soar", table="15", dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED,
+    paper="soar", split=_SPLIT, table="15", dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED,
     rows=dict(_RES), columns={k: v for k, v in _T1_COLS.items() if k not in ("PGD100", "PGD200")},
-    suites=(("pgd", None),), seeds=(0, 1, 2), n_eval=10000,
+    suites=(("pgd", None),), seeds=_SEEDS, n_eval=10000,
     threat_text="Linf 8/255, white-box", attack_versions="suite pgd: FGSM, PGD-k step 2/255 uniform start, CE",
     compute="7 ResNet-10 runs x 3 seeds x 120-200 epochs: ~120 GPU-hours",
     discrepancies=_DISC + ("Table 15 reports mean and std over 3 models; the recipe trains seeds 0, 1, 2.",),
@@ -93,23 +118,24 @@ register(TableRecipe(
 _COMPONENTS = {"Untargeted APGD-CE": "APGD-CE", "Targeted APGD-DLR": "APGD-T", "Targeted FAB": "FAB-T",
                "Square Attack": "Square"}
 register(TableRecipe(
-    paper="soar", table="3", dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED,
+    paper="soar", split=_SPLIT, table="3", dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED,
     rows={k: v for k, v in _RES.items() if k != "Standard"},
     columns={f"{printed} / {e}/255": ColumnRecipe("autoattack-components", label, eps=f"{e}/255")
              for printed, label in _COMPONENTS.items() for e in (8, 6, 4)},
-    suites=(("autoattack-components", "8/255,6/255,4/255"),), seeds=(0,), n_eval=10000,
+    suites=(("autoattack-components", "8/255,6/255,4/255"),), seeds=_SEEDS, n_eval=10000,
     threat_text="Linf 8/255, 6/255, 4/255 (models trained at 8/255)",
     attack_versions="AutoAttack components run individually (standard settings): APGD-CE, APGD-T, FAB-T, Square",
-    compute="6 ResNet-10 runs (shared with Table 1) + AutoAttack components at 3 radii: ~6 GPU-hours of attacks",
+    compute="6 ResNet-10 runs x 3 seeds (shared with Table 1) + AutoAttack components at 3 radii: ~18 GPU-hours "
+            "of attacks",
     discrepancies=_DISC,
 ))
 register(TableRecipe(
-    paper="soar", table="11", dataset="svhn", model="resnet10", norm="linf", eps="8/255",
+    paper="soar", split=_SPLIT, table="11", dataset="svhn", model="resnet10", norm="linf", eps="8/255",
     train={**_SCHED, "lr": 0.01},
     rows={"Standard": RowRecipe("standard"),
           "ADV": "quoted from Wang & Zhang (2019), WideResNet (PGD-AT on ResNet-10 does not learn on SVHN)",
-          "TRADES": RowRecipe("trades", {"beta": 9.0}, train=_TRADES), "SOAR": _RES["SOAR"]},
-    columns=dict(_T1_COLS), suites=(("pgd", None),), seeds=(0,), n_eval=26032,
+          "TRADES": RowRecipe("trades", {"beta": 9.0, **_REPO_STEP}, train=_TRADES), "SOAR": _RES["SOAR"]},
+    columns=dict(_T1_COLS), suites=(("pgd", None),), seeds=_SEEDS, n_eval=26032,
     threat_text="Linf 8/255, white-box", attack_versions="suite pgd: FGSM, PGD-k step 2/255 uniform start, CE",
     compute="3 ResNet-10 runs on SVHN: ~15 GPU-hours",
     discrepancies=_DISC + ("SVHN: the paper sweeps the LR and stops SOAR at epoch 130; lr 0.01 is used here.",),
@@ -118,19 +144,19 @@ _SWEEP_COLS = {"Standard": ColumnRecipe("pgd", "Clean"), "FGSM": ColumnRecipe("p
                "PGD20": ColumnRecipe("pgd", "PGD-20"), "PGD100": ColumnRecipe("pgd", "PGD-100"),
                "PGD200": ColumnRecipe("pgd", "PGD-200"), "PGD20-50": ColumnRecipe("pgd", "PGD-20-50")}
 _SWEEP = dict(dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED, suites=(("pgd", None),),
-              seeds=(0,), n_eval=10000, threat_text="Linf 8/255, white-box",
+              seeds=_SEEDS, n_eval=10000, threat_text="Linf 8/255, white-box",
               attack_versions="suite pgd: FGSM, PGD-k step 2/255 uniform start, CE")
 _BETAS = ("15", "13", "11", "9", "7", "5", "3", "1", "0.5", "0.1")
 for _t, _d in (("17", "trades"), ("18", "mart")):
     register(TableRecipe(
-        paper="soar", table=_t, **_SWEEP,
-        rows={f"β={b}": RowRecipe(_d, {"beta": float(b)}, train=_TRADES) for b in _BETAS},
+        paper="soar", split=_SPLIT, table=_t, **_SWEEP,
+        rows={f"β={b}": RowRecipe(_d, {"beta": float(b), **_REPO_STEP}, train=_TRADES) for b in _BETAS},
         columns=dict(_SWEEP_COLS),
         compute=f"10 {_d.upper()} ResNet-10 runs x 120 epochs: ~60 GPU-hours (the beta = 9 run is shared with Table 1)",
         discrepancies=(*_DISC[1:], f"{_d.upper()} schedule: 120 epochs, lr 0.1 ÷10 at 75/90/100 (App. E.2)."),
     ))
 register(TableRecipe(
-    paper="soar", table="19", **_SWEEP,
+    paper="soar", split=_SPLIT, table="19", **_SWEEP,
     rows={f"Margin={m}": RowRecipe("mma", {"margin": f"{m}/255"}) for m in (12, 20, 32, 48, 60, 72)},
     columns=dict(_SWEEP_COLS),
     compute="6 MMA ResNet-10 runs (50k iterations each): ~30 GPU-hours (margin 32 is shared with Table 1)",
@@ -139,8 +165,9 @@ register(TableRecipe(
                    "schedule."),
 ))
 register(TableRecipe(
-    paper="soar", table="20", **{**_SWEEP, "n_eval": 10000},
-    rows={f"init={label}": RowRecipe("foar", {"init": init}, from_standard=True)
+    paper="soar", split=_SPLIT, table="20", **{**_SWEEP, "n_eval": 10000},
+    rows={f"init={label}": RowRecipe("foar", {"init": init}, train={"lr": 0.004, "milestones": [100]},
+                                     from_standard=True)
           for label, init in (("zero", "zero"), ("rand", "rand"), ("PGD1", "pgd1-half"))},
     columns={**_SWEEP_COLS, "PGD1000": ColumnRecipe("pgd", "PGD-1000")},
     compute="3 FOAR ResNet-10 fine-tuning runs x 200 epochs: ~15 GPU-hours",
@@ -150,7 +177,7 @@ register(TableRecipe(
                    "eps/2 start, PGD1 = the paper's text reading (pgd1-half)."),
 ))
 register(TableRecipe(
-    paper="soar", table="14", dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED,
+    paper="soar", split=_SPLIT, table="14", dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED,
     rows={"CNN6": RowRecipe("soar", train={"lr": 0.004, "milestones": [100]}, model="cnn6", smoke_model="cnn6",
                             from_standard=True),
           "CNN8": RowRecipe("soar", train={"lr": 0.004, "milestones": [100]}, model="cnn8", smoke_model="cnn8",
@@ -217,36 +244,37 @@ _BB_DISC = (*_DISC, "The transfer source is a standard run of the same recipe wi
             "-W columns: a standard WRN-34-10 (BatchNorm on) with the table's schedule, seed + 1000; smoke scale "
             "replaces it by the CNN8 (another architecture than the smoke rows', as WRN is to ResNet-10).")
 register(TableRecipe(
-    paper="soar", table="2", dataset="cifar10", model="resnet10", train=_SCHED, **_BB,
+    paper="soar", split=_SPLIT, table="2", dataset="cifar10", model="resnet10", train=_SCHED, **_BB,
     rows={**_wrn_rows("WideResNet / ", ("ADV", "TRADES", "MART", "MMA")),
           **{k: v for k, v in _resnet_rows("ResNet / ").items() if k != "ResNet / Standard"}},
-    columns=dict(_BB_COLS), seeds=(0,), n_eval=10000, sources=_W_SOURCE,
-    compute="the 6 Table 1 ResNet-10 runs + one standard source run; SimBA on 10k images ~1 GPU-hour per model",
+    columns=dict(_BB_COLS), seeds=_SEEDS, n_eval=10000, sources=_W_SOURCE,
+    compute="the Table 1 ResNet-10 runs (3 seeds) + 3 standard source runs; SimBA on 10k images ~1 GPU-hour per "
+            "model",
     discrepancies=(*_BB_DISC, _WRN_DISC),
 ))
 register(TableRecipe(
-    paper="soar", table="16", dataset="cifar10", model="resnet10", train=_SCHED, **_BB,
-    rows={k: v for k, v in _RES.items() if k != "Standard"}, columns=dict(_BB_COLS), seeds=(0, 1, 2),
+    paper="soar", split=_SPLIT, table="16", dataset="cifar10", model="resnet10", train=_SCHED, **_BB,
+    rows={k: v for k, v in _RES.items() if k != "Standard"}, columns=dict(_BB_COLS), seeds=_SEEDS,
     sources=_W_SOURCE,
     n_eval=10000, compute="the Table 15 runs (3 seeds) + 3 standard source runs",
     discrepancies=(*_BB_DISC, "Mean and std over 3 models: seeds 0, 1, 2 (sources seeds 1000-1002)."),
 ))
 register(TableRecipe(
-    paper="soar", table="12", dataset="svhn", model="resnet10", train={**_SCHED, "lr": 0.01}, **_BB,
-    rows={"TRADES": RowRecipe("trades", {"beta": 9.0}, train=_TRADES), "SOAR": _RES["SOAR"]},
+    paper="soar", split=_SPLIT, table="12", dataset="svhn", model="resnet10", train={**_SCHED, "lr": 0.01}, **_BB,
+    rows={"TRADES": RowRecipe("trades", {"beta": 9.0, **_REPO_STEP}, train=_TRADES), "SOAR": _RES["SOAR"]},
     columns={"SimBA": _BB_COLS["SimBA"], "PGD20": _BB_COLS["PGD20-R"], "PGD1000": _BB_COLS["PGD1000-R"]},
-    seeds=(0,), n_eval=26032, compute="the Table 11 TRADES and SOAR runs + one standard SVHN source run",
+    seeds=_SEEDS, n_eval=26032, compute="the Table 11 TRADES and SOAR runs + one standard SVHN source run",
     discrepancies=(*_BB_DISC, "SVHN: lr 0.01 (the paper sweeps the LR and stops SOAR at epoch 130)."),
 ))
 register(TableRecipe(
-    paper="soar", table="7", dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED,
+    paper="soar", split=_SPLIT, table="7", dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED,
     rows={f"SOAR - {label} init": RowRecipe("soar", {"init": init}, train={"lr": 0.004, "milestones": [100]},
                                             from_standard=True)
           for label, init in (("zero", "zero"), ("rand", "rand"), ("PGD1", "pgd1-half"))},
     columns={"Standard accuracy": ColumnRecipe("soar-init", "Clean"),
              "White-box PGD20": ColumnRecipe("soar-init", "PGD-20"),
              "Black-box PGD20": ColumnRecipe("soar-init", "Transfer-PGD20")},
-    suites=(("soar-init", None),), source="standard", seeds=(0,), n_eval=10000,
+    suites=(("soar-init", None),), source="standard", seeds=_SEEDS, n_eval=10000,
     threat_text="Linf 8/255, white-box and transferred PGD-20",
     attack_versions="suite soar-init: PGD-20 step 2/255; PGD-20 crafted on an independently trained standard "
                     "ResNet-10",
@@ -265,12 +293,12 @@ _L2_DISC = (*_DISC[:3], "ADV and TRADES are trained under L2 (PGD-10, eps 1.74, 
             "Transfer: L2 PGD-100 at the last eps crafted on an independently trained standard ResNet-10 (seed + "
             "1000).")
 register(TableRecipe(
-    paper="soar", table="9", dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED,
+    paper="soar", split=_SPLIT, table="9", dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED,
     rows={"ADV": _ADV_L2, "TRADES": _TRADES_L2, "SOAR": _RES["SOAR"]},
     columns={**{f"ℓ2-PGD100 / {e}": ColumnRecipe("soar-l2", "ℓ2-PGD100", eps=e) for e in _L2_EPS},
              "Transfer / 1.74": ColumnRecipe("soar-l2-transfer", "Transfer", eps="1.74")},
     suites=(("soar-l2", ",".join(_L2_EPS), "l2"), ("soar-l2-transfer", "1.74", "l2")), source="standard",
-    seeds=(0,), n_eval=10000, threat_text="L2 60/255 to 1.74 (white-box PGD-100) and L2 1.74 transfer",
+    seeds=_SEEDS, n_eval=10000, threat_text="L2 60/255 to 1.74 (white-box PGD-100) and L2 1.74 transfer",
     attack_versions="suite soar-l2: L2 PGD-100 (step eps/4, uniform start); suite soar-l2-transfer: L2 PGD-100 "
                     "crafted on a standard ResNet-10",
     compute="2 L2-trained ResNet-10 runs + the Table 1 SOAR run + a standard source: ~20 GPU-hours",
@@ -278,11 +306,11 @@ register(TableRecipe(
 ))
 _AA_L2 = ("1.74", "1.0", "0.5")
 register(TableRecipe(
-    paper="soar", table="10", dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED,
+    paper="soar", split=_SPLIT, table="10", dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED,
     rows={"ADV": _ADV_L2, "TRADES": _TRADES_L2, "SOAR": _RES["SOAR"]},
     columns={f"{printed} / {e}": ColumnRecipe("autoattack-components", label, eps=e)
              for printed, label in _COMPONENTS.items() for e in _AA_L2},
-    suites=(("autoattack-components", ",".join(_AA_L2), "l2"),), seeds=(0,), n_eval=10000,
+    suites=(("autoattack-components", ",".join(_AA_L2), "l2"),), seeds=_SEEDS, n_eval=10000,
     threat_text="L2 1.74, 1.0, 0.5 (AutoAttack components individually)",
     attack_versions="AutoAttack components run individually (standard settings, L2): APGD-CE, APGD-T, FAB-T, Square",
     compute="the Table 9 runs + AutoAttack components at 3 L2 radii: ~6 GPU-hours of attacks",
@@ -290,7 +318,7 @@ register(TableRecipe(
 ))
 _SVHN_L2_EPS = ("60/255", "120/255", "255/255", "1.739")
 register(TableRecipe(
-    paper="soar", table="13", dataset="svhn", model="resnet10", norm="linf", eps="8/255",
+    paper="soar", split=_SPLIT, table="13", dataset="svhn", model="resnet10", norm="linf", eps="8/255",
     train={**_SCHED, "lr": 0.01},
     rows={"Standard": RowRecipe("standard"), "TRADES": RowRecipe("trades", {"beta": 9.0, "steps": 10,
                                                                          "step_size": 0.44}, train=_TRADES,
@@ -300,7 +328,7 @@ register(TableRecipe(
              **{f"ℓ2-PGD100 / {e}": ColumnRecipe("soar-l2", "ℓ2-PGD100", eps=e) for e in _SVHN_L2_EPS},
              "Transfer / 1.739": ColumnRecipe("soar-l2-transfer", "Transfer", eps="1.739")},
     suites=(("soar-l2", ",".join(_SVHN_L2_EPS), "l2"), ("soar-l2-transfer", "1.739", "l2")), source="standard",
-    seeds=(0,), n_eval=26032, threat_text="L2 60/255 to 1.739 (white-box PGD-100) and L2 1.739 transfer (SVHN)",
+    seeds=_SEEDS, n_eval=26032, threat_text="L2 60/255 to 1.739 (white-box PGD-100) and L2 1.739 transfer (SVHN)",
     attack_versions="suite soar-l2: L2 PGD-100 (step eps/4, uniform start); suite soar-l2-transfer: L2 PGD-100 "
                     "crafted on a standard ResNet-10",
     compute="the Table 11 Standard and SOAR runs + an L2 TRADES run + a standard source on SVHN",
@@ -308,13 +336,13 @@ register(TableRecipe(
                               "Table 11's Linf TRADES, 84.48; NOT STATED)."),
 ))
 register(TableRecipe(
-    paper="soar", table="5", dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED,
+    paper="soar", split=_SPLIT, table="5", dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED,
     rows={"Standard": RowRecipe("standard"), "ADV": _RES["ADV"],
           **{f"SOAR - {label} init": RowRecipe("soar", {"init": init}, train={"lr": 0.004, "milestones": [100]},
                                                from_standard=True)
              for label, init in (("zero", "zero"), ("random", "rand"), ("PGD1", "pgd1-half"))}},
     columns={c: ColumnRecipe("soar-confidence", c, value="mean_max_prob") for c in ("Standard", "Random", "PGD1")},
-    suites=(("soar-confidence", None),), seeds=(0, 1, 2), n_eval=10000,
+    suites=(("soar-confidence", None),), seeds=_SEEDS, n_eval=10000,
     threat_text="Linf 8/255 (random and one-step perturbations of the test inputs)",
     attack_versions="suite soar-confidence: mean max softmax probability (%) at clean inputs, uniform noise in the "
                     "8/255 box, and one signed-gradient step of 8/255",
@@ -323,11 +351,11 @@ register(TableRecipe(
                            "3 seeds (the paper's ± is not explained)."),
 ))
 register(TableRecipe(
-    paper="soar", table="4", dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED,
+    paper="soar", split=_SPLIT, table="4", dataset="cifar10", model="resnet10", norm="linf", eps="8/255", train=_SCHED,
     rows={"Beginning of SOAR": RowRecipe("standard"), "End of SOAR": _RES["SOAR"]},
     columns={"ℓ(x + δ∞)": ColumnRecipe("soar-relaxation", "ℓ(x + δ∞)", value="loss_sum_per_batch"),
              "ℓ(x + δ2)": ColumnRecipe("soar-relaxation", "ℓ(x + δ2)", value="loss_sum_per_batch")},
-    suites=(("soar-relaxation", None),), seeds=(0,), n_eval=10000,
+    suites=(("soar-relaxation", None),), seeds=_SEEDS, n_eval=10000,
     threat_text="Linf PGD-20 at 8/255 vs L2 PGD-100 at 1.74",
     attack_versions="suite soar-relaxation: CE at the last PGD iterate (Linf 20 steps 8/255; L2 100 steps 1.74)",
     compute="the Table 1 Standard and SOAR runs: minutes of evaluation",

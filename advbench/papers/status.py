@@ -94,7 +94,8 @@ def _settings(values: dict) -> str:
 def _row_settings(row: RowRecipe) -> list[str]:
     return [x for x in (row.model and f"model {row.model}", row.norm and f"{row.norm} {row.eps}",
                         row.from_standard and "fine-tuned from the standard run",
-                        row.sweep and f"sweep: {row.sweep.text()}", not row.smoke and "paper scale only") if x]
+                        row.sweep and f"sweep: {row.sweep.text()}", not row.smoke and "paper scale only",
+                        row.seeds and f"seeds {list(row.seeds)}") if x]
 
 
 def recipe_markdown(recipe: TableRecipe) -> str:
@@ -105,10 +106,21 @@ def recipe_markdown(recipe: TableRecipe) -> str:
            f"`advbench reproduce {recipe.paper} --table {table_id(recipe.table)} --scale paper --dry-run`", "",
            f"- dataset {recipe.dataset}, model {recipe.model}, threat {recipe.norm} {recipe.eps}; train: "
            f"{_settings(recipe.train)}",
-           f"- seeds {list(recipe.seeds)}, n-eval {recipe.n_eval}; suites: {suites_text(recipe.suites)}"]
+           f"- seeds {list(recipe.seeds)}, n-eval {recipe.n_eval}"
+           + (f" drawn at random with sample seed {recipe.sample_seed}" if recipe.sample_seed is not None else "")
+           + f"; suites: {suites_text(recipe.suites)}",
+           f"- split: {recipe.split.text(recipe.dataset)}"]
     rows = {k: v for k, v in recipe.rows.items() if isinstance(v, RowRecipe)}
+    for k, v in rows.items():
+        if v.split is not None:
+            out.append(f"- split of {k}: {v.split.text(recipe.dataset)}")
+    for b in blocks_of(recipe)[1:]:
+        if b.split is not None and b.split != recipe.split:
+            out.append(f"- split of block `{b.name}`: {b.split.text(b.dataset or recipe.dataset)}")
+    if recipe.caption_note:
+        out.append(f"- caption: {recipe.caption_note}")
     special = [f"{k} ({'; '.join(_row_settings(v))})" for k, v in rows.items()
-               if v.model or v.norm or v.from_standard or v.sweep or not v.smoke]
+               if v.model or v.norm or v.from_standard or v.sweep or not v.smoke or v.seeds]
     if special:
         out.append("- rows with settings of their own: " + "; ".join(special))
     for b in blocks_of(recipe)[1:]:

@@ -70,6 +70,23 @@ def _result_rows(res: Any, base: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+#: the prefix of a certification's ``suite`` in the frame (``certify:smoothing-sigma0.25``)
+CERTIFY_SUITE = "certify:"
+
+
+def _certified_rows(res: Any, base: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``certified`` rows of one RUN/certify/NAME.json: the certified accuracy at each radius (eps), labelled
+    by the method (``Smoothing σ=0.25``, ``L-bound``, ``ω-bound``); KeyError/TypeError if it is malformed."""
+    if not isinstance(res, dict):
+        raise TypeError("not a JSON object")
+    source = res.get("source") if isinstance(res.get("source"), dict) else {}
+    common = {**base, "suite": CERTIFY_SUITE + str(res["name"]), "n": int(res["n_eval"]), "checks": None,
+              "flagged": "", "checkpoint": source.get("checkpoint"), "kind": "certified", "attack": str(res["label"]),
+              "norm": str(res["norm"]), "seconds": res.get("seconds")}
+    return [{**common, "eps": str(r["eps"]), "accuracy": float(r["accuracy"]), "n": int(r.get("n", res["n_eval"]))}
+            for r in res["certified"]]
+
+
 def _verdict(r: dict[str, Any]) -> str | None:
     """A number's verdict in plain words (None for results stored before verdicts existed)."""
     v = r.get("verdict")
@@ -80,7 +97,9 @@ def load_frame(paths: list[str | Path], *, checkpoints: bool = False) -> pd.Data
     """Tidy frame of every attack result under ``paths`` (run dirs or their parents).
 
     Columns: run, config_key, defense, label, dataset, model, norm, eps, seed, suite, attack, kind
-    (clean / attack / robust / adapted: the worst case with ``--adapt``'s attacks), accuracy, n, seconds,
+    (clean / attack / robust / adapted: the worst case with ``--adapt``'s attacks / certified: a certification's
+    certified accuracy at the radius ``eps``, from ``RUN/certify/NAME.json``, suite ``certify:NAME``), accuracy, n,
+    seconds,
     checks (the suite's hygiene status: pass / warn / fail, None for results stored before checks existed),
     flagged (names of the non-passing checks) and verdict (the number's verdict in plain words: "trustworthy",
     "likely inflated: ...", "not meaningful: ..."; None for the clean row and older results).
@@ -105,6 +124,13 @@ def load_frame(paths: list[str | Path], *, checkpoints: bool = False) -> pd.Data
         for f in results:
             try:
                 rows.extend(_result_rows(runs.read_json(f), base))
+            except (runs.CorruptFile, runs.UnreadableFile, KeyError, TypeError, ValueError) as err:
+                skipped.append(f"{f}: {_reason(err)}")
+        certified = sorted(f for f in (run / "certify").glob("*.json") if not f.name.startswith(".")) \
+            if (run / "certify").is_dir() else []
+        for f in certified:
+            try:
+                rows.extend(_certified_rows(runs.read_json(f), base))
             except (runs.CorruptFile, runs.UnreadableFile, KeyError, TypeError, ValueError) as err:
                 skipped.append(f"{f}: {_reason(err)}")
     frame = pd.DataFrame(rows, columns=COLUMNS) if not rows else _one_run_per_seed(pd.DataFrame(rows), skipped)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 
+from advbench.report.grid_runs import run_measure
 from advbench.report.text import short_label
 
+#: ``report --cost``: column -> (run measure of :func:`advbench.report.grid_runs.run_measure`, digits)
+COST_COLUMNS = {"Passes/step": ("passes_per_step", 1), "s/epoch": ("seconds_per_epoch", 1),
+                "Peak MB": ("peak_memory_mb", 0)}
 
-def _fmt(values: list[float], digits: int = 2) -> str:
-    vals = [100 * v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+
+def _fmt(values: list[float], digits: int = 2, scale: float = 100) -> str:
+    vals = [scale * v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
         return "—"
     mean = sum(vals) / len(vals)
@@ -30,12 +36,30 @@ def row_labels(df: pd.DataFrame) -> pd.Series:
     return label
 
 
-def comparison_grid(frame: pd.DataFrame, suite: str | None = None) -> pd.DataFrame:
+def cost_values(run_dirs: list[str]) -> dict[str, list[float]]:
+    """``report --cost``: each cost column's values over the runs ``run_dirs`` (one per run that recorded it)."""
+    return {column: [v for v in (run_measure(Path(r), measure) for r in run_dirs) if v is not None]
+            for column, (measure, _digits) in COST_COLUMNS.items()}
+
+
+def cost_cells(run_dirs: list[str]) -> dict[str, str]:
+    """The ``report --cost`` cells of one row: each measure's mean ± std over the row's runs (— if none)."""
+    return {column: _fmt(values, COST_COLUMNS[column][1], scale=1)
+            for column, values in cost_values(run_dirs).items()}
+
+
+def comparison_grid(frame: pd.DataFrame, suite: str | None = None, cost: bool = False) -> pd.DataFrame:
     """Accuracy grid (percent) with mean ± std (sample std) over runs that differ only in seed.
+
+    ``cost``: three more columns from the training runs' records (:data:`COST_COLUMNS`): forward + backward
+    passes per training step (per image), measured training seconds per epoch and peak training memory (MB,
+    the kind each run recorded: CUDA max allocated or the CPU process's peak RSS), mean ± std over seeds.
 
     Row labels write eps-like option values as fractions (``step_size=2.5/255``) and add dataset/model/eps
     when the frame mixes several of them. When several eps were
-    attacked, attack columns are suffixed ``@eps``. ``suite`` restricts to one suite.
+    attacked, attack columns are suffixed ``@eps``. Certified accuracies (``advbench certify``) come last, one
+    column per method and radius (``Smoothing σ=0.25@0.5``, ``ω-bound@8/255``). ``suite`` restricts to one suite
+    (``certify:NAME`` for one certification).
     """
     if frame.empty:
         return pd.DataFrame()
@@ -43,15 +67,17 @@ def comparison_grid(frame: pd.DataFrame, suite: str | None = None) -> pd.DataFra
     if df.empty:
         return pd.DataFrame()
     df = df.copy()
-    multi_eps = df.loc[df["kind"] != "clean", "eps"].nunique() > 1
-    df["column"] = [a if (k == "clean" or not multi_eps) else f"{a}@{e}"
+    multi_eps = df.loc[~df["kind"].isin(["clean", "certified"]), "eps"].nunique() > 1
+    # a certification is one column per radius, always suffixed with it (``Smoothing σ=0.25@0.5``)
+    df["column"] = [f"{a}@{e}" if k == "certified" else a if (k == "clean" or not multi_eps) else f"{a}@{e}"
                     for a, k, e in zip(df["attack"], df["kind"], df["eps"], strict=True)]
     df["row"] = row_labels(df)
     # several suites of one run may repeat the clean column: keep one value per run and column
     df = df.drop_duplicates(subset=["run", "column"], keep="first")
     columns = list(dict.fromkeys(["Clean", *[c for c in df["column"] if c != "Clean"]]))
     worst = [c for c in columns if c.startswith("Worst case")]
-    columns = [c for c in columns if c not in worst] + worst
+    certified = list(dict.fromkeys(df.loc[df["kind"] == "certified", "column"]))
+    columns = [c for c in columns if c not in worst and c not in certified] + worst + certified
     rows = list(dict.fromkeys(df["row"]))
     table = pd.DataFrame(index=rows, columns=columns, dtype=object)
     table.index.name = "Defense"
@@ -59,6 +85,10 @@ def comparison_grid(frame: pd.DataFrame, suite: str | None = None) -> pd.DataFra
         table.loc[row, col] = _fmt(list(group["accuracy"]))
     seeds = df.groupby("row")["run"].nunique()
     table.insert(0, "Runs", [int(seeds[r]) for r in rows])
+    if cost:
+        cells = {r: cost_cells(sorted(df.loc[df["row"] == r, "run"].unique())) for r in rows}
+        for column in COST_COLUMNS:
+            table[column] = [cells[r][column] for r in rows]
     if "checks" in df.columns:
         table["Checks"] = [_checks_flag(df[df["row"] == r]) for r in rows]
     if "verdict" in df.columns:

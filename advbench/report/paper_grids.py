@@ -7,6 +7,7 @@ a printed row by its defense and options, fills each printed column from the sto
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from advbench.papers.recipes import (
 )
 from advbench.report.claims import claims_text, evaluate_claims
 from advbench.report.grid_runs import choose_runs, paper_meta, pick_sweeps, run_counts, run_values
+from advbench.report.grids import COST_COLUMNS, _fmt, cost_values
 from advbench.report.html import html_page
 from advbench.report.latex import latex_table
 
@@ -55,6 +57,8 @@ class PaperGrid:
     runs_per_row: dict[str, list[str]] = field(default_factory=dict)
     caption: str = ""
     notes: list[str] = field(default_factory=list)
+    #: ``report --cost``: row -> cost column -> values over the row's runs (see :func:`add_cost`)
+    cost: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def mean_std(self, row: str, col: str) -> tuple[float | None, float | None]:
         """Mean and sample std (None with one value) of the measured cell."""
@@ -66,11 +70,12 @@ class PaperGrid:
         return mean, std
 
     def best(self) -> dict[str, set[str]]:
-        """Rows with the best measured mean per column (max accuracy; min for error columns; ties all bold)."""
+        """Rows with the best measured mean per column (max accuracy; min for error and cost columns; ties all
+        bold)."""
         out: dict[str, set[str]] = {}
         for col in self.layout.columns:
             spec = self.recipe.columns.get(col) if self.recipe else None
-            lower = isinstance(spec, ColumnRecipe) and spec.transform == "error"
+            lower = isinstance(spec, ColumnRecipe) and (spec.transform == "error" or spec.measure is not None)
             scored = {r: round(m, 2) for r in self.layout.rows if (m := self.mean_std(r, col)[0]) is not None}
             if scored:
                 top = (min if lower else max)(scored.values())
@@ -136,8 +141,19 @@ def _relative(grid: PaperGrid, recipe: TableRecipe, matched: list[str]) -> None:
         for row in grid.layout.rows:
             if (row, col) in grid.values:
                 grid.values[(row, col)] = [v / ref for v in grid.values[(row, col)]]
-        grid.notes.append(f"column {col}: smoke scale shows ratios to row {spec.relative_to!r} (paper scale: "
-                          "absolute values on the device that trained the runs)")
+        # the published cells as the same ratios, so that measured and published compare (a copy: layouts are cached)
+        pub_ref = grid.layout.cells.get((spec.relative_to, col))
+        cells = dict(grid.layout.cells)
+        for row in grid.layout.rows:
+            cell = cells.get((row, col))
+            if cell is not None:
+                ok = cell.value is not None and pub_ref is not None and pub_ref.value
+                cells[(row, col)] = dataclasses.replace(
+                    cell, value=cell.value / pub_ref.value if ok else None, std=None,
+                    unit=f"ratio to {spec.relative_to}")
+        grid.layout = dataclasses.replace(grid.layout, cells=cells)
+        grid.notes.append(f"column {col}: smoke scale shows ratios to row {spec.relative_to!r}, the published values "
+                          "too (paper scale: absolute values on the device that trained the runs)")
 
 
 def _n_eval_text(sub: pd.DataFrame) -> str:
@@ -215,6 +231,12 @@ def _caption(grid: PaperGrid, frame: pd.DataFrame, matched: list[str]) -> str:
                  "rule)" + (" for the runs reproduced with --paper-checkpoints" if len(rules) > 1 else ""))
     elif r.checkpoint_epochs:
         text += "; checkpoints: the one selected on a held-out validation split (not the paper's per-column best)"
+    if r.sample_seed is not None:
+        text += (f"; paper scale attacks {r.n_eval} test images drawn at random (sample seed {r.sample_seed}, "
+                 "recorded in each result), smoke scale the first ones")
+    text += f"; {_split_caption(r, matched)}"
+    if r.caption_note:
+        text += f"; {r.caption_note}"
     for s in dict.fromkeys(subst):
         text += f"; NOTE: {s}"
     return text
@@ -258,6 +280,33 @@ def _data_text(matched: list[str]) -> str:
             text += f" (base run: {', '.join(map(str, base_sizes))})"
         texts.append(text + f", {n_val} held out for validation, test set {n_test}")
     return "; ".join(texts)
+
+
+_RULES = {"last": "last epoch", "val-robust": "best held-out robust accuracy", "val-clean": "best held-out clean "
+          "accuracy", "test-robust": "best robust accuracy on the TEST set"}
+
+
+def _split_caption(recipe: TableRecipe, matched: list[str]) -> str:
+    """How the runs used the training set, from their config.json / summary.json (``training set: 49000 images,
+    1000 held out (checkpoint: ...)``); with no runs, the recipe's paper-scale split."""
+    seen: dict[str, None] = {}
+    for run in dict.fromkeys(matched):
+        try:
+            data = runs.read_json(Path(run) / "config.json").get("dataset") or {}
+            summary = Path(run) / "summary.json"
+            select = runs.read_json(summary).get("select") if summary.is_file() else None
+        except (OSError, ValueError):
+            continue
+        if "n_train" not in data:
+            continue
+        held = int(data.get("n_val", data.get("val_size", 0)) or 0)
+        line = f"{int(data['n_train']):,} images" + (f", {held:,} held out" if held else ", nothing held out")
+        if select:
+            line += f" (checkpoint: {_RULES.get(str(select), str(select))})"
+        seen[line] = None
+    if seen:
+        return "training set: " + "; ".join(seen)
+    return f"paper scale {recipe.split.text(recipe.dataset)}"
 
 
 def _missing_notes(grid: PaperGrid) -> list[str]:
@@ -306,7 +355,16 @@ def display_frame(grid: PaperGrid, *, paper: bool = True, bold: str = "**") -> p
                 delta = f" (Δ {mean - pv:+.2f})" if mean is not None and pv is not None else ""
                 text = f"{text} / {ptext}{delta}"
             table.loc[r, c] = text
+    if grid.cost:
+        for column, (_measure, digits) in COST_COLUMNS.items():
+            table[column] = [_fmt(grid.cost.get(r, {}).get(column, []), digits, scale=1) for r in grid.layout.rows]
     return table
+
+
+def add_cost(grid: PaperGrid) -> None:
+    """``report --cost``: the cost columns (:data:`~advbench.report.grids.COST_COLUMNS`) of every row, from the
+    training runs behind it (measured on this machine; a paper's own cost table prints its own units)."""
+    grid.cost = {r: cost_values(grid.runs_per_row.get(r, [])) for r in grid.layout.rows}
 
 
 def to_latex(grid: PaperGrid, *, paper: bool = True, extra: list[str] | None = None) -> str:
@@ -329,11 +387,13 @@ def render_paper_grid(grid: PaperGrid, fmt: str, *, paper: bool = True, plots: l
     if fmt == "latex":
         return to_latex(grid, paper=paper, extra=claims)
     if fmt == "csv":
-        return pd.DataFrame(grid.records()).to_csv(index=False)
+        cost = [{"row": r, "column": c, "measured": sum(v) / len(v), "n_runs": len(v)}
+                for r, cols in grid.cost.items() for c, v in cols.items() if v]
+        return pd.DataFrame(grid.records() + cost).to_csv(index=False)
     if fmt == "json":
         return json.dumps({"paper": grid.layout.paper, "table": grid.layout.table, "caption": grid.caption,
                            "rows": grid.layout.rows, "columns": grid.layout.columns, "cells": grid.records(),
-                           "notes": grid.notes,
+                           "notes": grid.notes, **({"cost": grid.cost} if grid.cost else {}),
                            "claims": [{"claim": r.claim.text, "verdict": r.verdict, "detail": r.detail,
                                        "difference": r.difference, "se": r.se} for r in results]},
                           indent=2, default=str) + "\n"

@@ -1,4 +1,5 @@
-"""Plots (matplotlib, Agg), written as PNG: accuracy against eps, training curves, cost against robustness.
+"""Plots (matplotlib, Agg), written as PNG: accuracy against eps, training curves, cost against robustness, and
+accuracy-vs-eps curves from the minimum-distance attacks' per-image distances.
 
 Every plot is readable on its own: eps written as fractions (``8/255``), accuracy axes from 0 to 100 %, whole
 epochs on epoch axes, panels only for metrics some run recorded, and the training cost in a unit a reader
@@ -20,6 +21,10 @@ CAPTIONS = {
                          "(one budget: clean and worst-case accuracy side by side).",
     "training_curves.png": "Accuracy per epoch on the training batches and the validation split, one line per run.",
     "cost_vs_robustness.png": "Training cost against worst-case accuracy, one point per run.",
+    "distance_curves.png": "Accuracy against eps from the per-image minimum adversarial distances of the distance "
+                           "attacks (accuracy at eps = share of images with distance > eps; images with no "
+                           "adversarial found count as robust), one panel per norm, one line per defense and attack "
+                           "(seeds pooled).",
 }
 
 
@@ -174,6 +179,54 @@ def cost_vs_robustness(frame: pd.DataFrame, path: str | Path) -> Path | None:
     return _save(fig, plt, path)
 
 
+def _distances(frame: pd.DataFrame) -> dict[tuple[str, str, str], list[float | None]]:
+    """(norm, defense row, attack label) -> per-image distances pooled over the runs (seeds) of ``frame``, read from
+    the result files of the suites in the frame (any result that stores ``per_sample.distance``)."""
+    out: dict[tuple[str, str, str], list[float | None]] = {}
+    pairs = frame.loc[frame["kind"] == "attack", ["run", "suite", "label"]].drop_duplicates(["run", "suite"])
+    for run, suite, label in pairs.itertuples(index=False):
+        path = Path(run) / "attacks" / f"{suite}.json"
+        try:
+            res = runs.read_json(path)
+        except (runs.CorruptFile, runs.MissingFile, runs.UnreadableFile, OSError, ValueError):
+            continue
+        for r in res.get("results") or []:
+            dist = (r.get("per_sample") or {}).get("distance") if isinstance(r, dict) else None
+            if isinstance(dist, list) and dist and r.get("attack") != "rays":  # RayS: a fixed-eps search
+                key = (str(r.get("norm")), short_label(str(label)), str(r.get("label")))
+                out.setdefault(key, []).extend(d if isinstance(d, int | float) else None for d in dist)
+    return out
+
+
+def distance_curves(frame: pd.DataFrame, path: str | Path) -> Path | None:
+    """Accuracy (%) against eps from per-image minimum distances: a step curve per (defense, attack), one panel per
+    norm; the x axis ends a little past the largest distance found."""
+    curves = _distances(frame)
+    if not curves:
+        return None
+    plt = _plt()
+    norms = sorted({k[0] for k in curves})
+    fig, axes = plt.subplots(1, len(norms), figsize=(5.2 * len(norms), 3.8), squeeze=False)
+    for ax, norm in zip(axes[0], norms, strict=True):
+        top = 0.0
+        for (nm, row, attack), dist in curves.items():
+            if nm != norm:
+                continue
+            found = sorted(d for d in dist if d is not None)
+            top = max([top, *found[-1:]])
+            xs = [0.0, *found]
+            ys = [100 * sum(1 for d in dist if d is None or d > e) / len(dist) for e in xs]
+            ax.step(xs, ys, where="post", label=f"{row}: {attack}")
+        ax.set_xlim(0, 1.05 * top or 1)
+        ax.set_ylim(0, 100)
+        ax.set_xlabel(f"eps ({norm})")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"Accuracy against eps from minimum distances ({norm})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, plt, path)
+
+
 def _save(fig, plt, path: str | Path, layout: bool = True) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -190,5 +243,6 @@ def write_plots(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     made = [robust_vs_eps(frame, out / "robust_vs_eps.png"),
             training_curves(list(dict.fromkeys(frame["run"])), out / "training_curves.png", run_names(frame)),
-            cost_vs_robustness(frame, out / "cost_vs_robustness.png")]
+            cost_vs_robustness(frame, out / "cost_vs_robustness.png"),
+            distance_curves(frame, out / "distance_curves.png")]
     return [p for p in made if p is not None]
