@@ -109,6 +109,8 @@ def smoke_text(sm: dict[str, Any]) -> str:
         text += f", {g('optimizer')} lr {g('lr')} {g('schedule')}"
         if "lr_reg" in sm:
             text += f" (TRADES-family and gradient-regularizer rows lr {g('lr_reg')})"
+    if "batch_size" in sm:
+        text += f"; batch {g('batch_size')}"
     if "train_attack_steps" in sm:
         text += f"; training attacks <= {g('train_attack_steps')} steps"
     if sm.get("eps_warmup"):

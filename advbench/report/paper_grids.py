@@ -243,43 +243,23 @@ def _caption(grid: PaperGrid, frame: pd.DataFrame, matched: list[str]) -> str:
 
 
 def _data_text(matched: list[str]) -> str:
-    """Which data trained the runs: dataset, where it was read from, and the training / test set sizes (from each
-    run's config.json), e.g. ``mnist (/data/MNIST/raw): rows trained on 2000 of 7800 training images (base run:
-    4000), 200 held out for validation, test set 10000``."""
-    rows: dict[tuple[Any, ...], None] = {}
-    bases: dict[Any, None] = {}
-    roles = {run: paper_meta(Path(run)).get("role") for run in matched}
-    if any(role != "base" for role in roles.values()):  # a base run (a Standard row) is named as the base
-        matched = [run for run in matched if roles[run] != "base"]
+    """Which data trained the runs (from each run's config.json): dataset, where it was read from, how many training
+    images it offers after the held-out split and its test set size, e.g. ``mnist (/data/MNIST/raw): 1348
+    training images available, test set 300`` (the images each run trained on: ``training set`` in the caption)."""
+    seen: dict[tuple[Any, ...], None] = {}
     for run in matched:
         try:
-            record = runs.read_json(Path(run) / "config.json")
+            d = runs.read_json(Path(run) / "config.json").get("dataset")
         except (OSError, ValueError):
             continue
-        d = record.get("dataset")
         if not isinstance(d, dict):
             continue
         where = d.get("data_dir") or d.get("source") or "?"
         if d.get("source") not in (None, "generated") and d.get("source") != d.get("data_dir"):
             where = d.get("source")
-        key = (d.get("dataset"), where, d.get("n_train"), d.get("n_train_available"), d.get("n_val"),
-               d.get("n_test_available"))
-        rows[key] = None
-        base = (paper_meta(Path(run)).get("init_from") or {}).get("run")
-        if base:
-            try:
-                bd = runs.read_json(Path(base) / "config.json").get("dataset") or {}
-                bases[bd.get("n_train")] = None
-            except (OSError, ValueError):
-                pass
-    texts = []
-    for name, where, n_train, avail, n_val, n_test in rows:
-        text = f"{name} ({where}): trained on {n_train} of {avail} training images"
-        base_sizes = [b for b in bases if b is not None and b != n_train]
-        if base_sizes:
-            text += f" (base run: {', '.join(map(str, base_sizes))})"
-        texts.append(text + f", {n_val} held out for validation, test set {n_test}")
-    return "; ".join(texts)
+        seen[(d.get("dataset"), where, d.get("n_train_available"), d.get("n_test_available"))] = None
+    return "; ".join(f"{name} ({where}): {avail} training images available, test set {n_test}"
+                     for name, where, avail, n_test in seen)
 
 
 _RULES = {"last": "last epoch", "val-robust": "best held-out robust accuracy", "val-clean": "best held-out clean "
