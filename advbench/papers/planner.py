@@ -77,6 +77,9 @@ class Planner:
         if self.smoke_scale:
             self.suites = tuple((smoke_suite(s[0], int(sm["n_eval_expensive"]), self.n_eval), *s[1:])
                                 for s in recipe.suites)
+        self.certify = tuple(
+            (c.method, {"norm": c.norm, "radii": c.radii, "name": c.name, **c.options,
+                        **(c.smoke if self.smoke_scale else {})}) for c in recipe.certify)
         self.plan = Plan(recipe, scale, self.out_dir, self.dataset, self.model, self.n_eval, substituted, smoke=sm)
         self.existing = existing_runs(out)  # a run made for another table with the same config is reused
         self.extra: dict[tuple[str, int], PlannedRun | None] = {}  # independently trained transfer sources
@@ -203,7 +206,7 @@ class Planner:
             # at smoke scale a plain standard row IS the base run; at paper scale when the configs agree
             is_base = self.smoke_scale or self.planned(label, seed, opts, settings, self.out_dir).hash == base.hash
             if is_base and base.row == BASE_ROW and attacked:
-                base.row, base.suites, base.sources = label, self.suites, sources
+                base.row, base.suites, base.sources, base.certify = label, self.suites, sources, self.certify
                 self.used.append((seed, net))
                 return None
             if is_base and not attacked:
@@ -211,7 +214,8 @@ class Planner:
             if is_base:
                 self.plan.skipped_rows[label] = f"same run as row {base.row!r}"
                 return None
-        kw: dict[str, Any] = {"suites": self.suites if attacked else (), "overrides": overrides, "source": source,
+        kw: dict[str, Any] = {"suites": self.suites if attacked else (), "certify": self.certify if attacked else (),
+                              "overrides": overrides, "source": source,
                               "sources": sources, "role": "row" if attacked else "source"}
         if fine_tune:
             opts["init_from"] = str(Path(base.existing) if base.existing else self.base_dir / base.name)
