@@ -19,6 +19,7 @@ import torch
 import advbench.papers.suites  # noqa: F401  (installs the lookup of paper and smoke suites before any attack)
 from advbench import runs
 from advbench.api.attack import attack
+from advbench.api.certify import certify
 from advbench.api.report import report
 from advbench.api.train import train
 from advbench.attacks import SUITES
@@ -184,6 +185,8 @@ def _execute(p: PlannedRun, out: Path, n_eval: int, meta: dict[str, Any] | None,
             attack(run_dir, suite=suite, eps=eps, norm=norm[0] if norm else None, n_eval=p.n_eval or n_eval,
                    batch_size=250, device=device, quiet=quiet, source=source, checkpoint=checkpoint,
                    sample_seed=p.sample_seed)
+    for method, kwargs in p.certify:  # a stored certification of the same job is reused (its fingerprint)
+        certify(run_dir, method=method, n_eval=p.n_eval or n_eval, device=device, quiet=quiet, **kwargs)
     return str(run_dir)
 
 

@@ -97,6 +97,8 @@ class PlannedRun:
     n_eval: int | None = None  # test images its suites attack (None: the plan's)
     role: str = "row"  # row / base / source (an independently trained transfer source)
     sample_seed: int | None = None  # its suites attack n_eval test images drawn with this seed (None: the first)
+    #: certifications after the attacks: (method, keyword arguments of advbench.api.certify)
+    certify: tuple[tuple[str, dict[str, Any]], ...] = ()
 
     def source_for(self, suite: str) -> str | None:
         """Hash of the run ``suite``'s transfer attacks are crafted on."""
@@ -162,7 +164,8 @@ def _run_line(p: PlannedRun, names: dict[str, str], sources: set[str], blocks: b
         role += f" [{suite + ' ' if suite else ''}transfer from {names.get(h, h)}]"
     return (f"  [{p.action:6}] {p.row} seed {p.seed}: {p.options['defense']} "
             f"{json.dumps(p.settings, sort_keys=True) if p.settings else ''}{role} -> {p.name}{where}; "
-            f"attacks: {suites_text(p.suites)}")
+            f"attacks: {suites_text(p.suites)}" + (f"; certify: {', '.join(k['name'] for _, k in p.certify)}"
+                                                   if p.certify else ""))
 
 
 def existing_runs(out: Path) -> dict[str, tuple[Path, str]]:

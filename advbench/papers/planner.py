@@ -127,6 +127,9 @@ class Planner:
                                 for s in recipe.suites)
         elif scale == "cpu":  # the expensive entries in their smoke variant, on every evaluated image
             self.suites = tuple((smoke_suite(s[0], self.n_eval, self.n_eval + 1), *s[1:]) for s in recipe.suites)
+        self.certify = tuple(
+            (c.method, {"norm": c.norm, "radii": c.radii, "name": c.name, **c.options,
+                        **(c.smoke if self.smoke_scale else {})}) for c in recipe.certify)
         self.plan = Plan(recipe, scale, self.out_dir, self.dataset, self.model, self.n_eval, substituted, smoke=sm)
         wanted = [int(sm["n_train"]), int(sm.get("base_n_train", sm["n_train"]))] if self.smoke_scale else [
             int(recipe.train.get("n_train") or 0)]
@@ -266,7 +269,7 @@ class Planner:
             # at smoke scale a plain standard row IS the base run; at paper scale when the configs agree
             is_base = self.smoke_scale or self.planned(label, seed, opts, settings, self.out_dir).hash == base.hash
             if is_base and base.row == BASE_ROW and attacked:
-                base.row, base.suites, base.sources = label, self.suites, sources
+                base.row, base.suites, base.sources, base.certify = label, self.suites, sources, self.certify
                 self.used.append((seed, net))
                 return None
             if is_base and not attacked:
@@ -274,7 +277,8 @@ class Planner:
             if is_base:
                 self.plan.skipped_rows[label] = f"same run as row {base.row!r}"
                 return None
-        kw: dict[str, Any] = {"suites": self.suites if attacked else (), "overrides": overrides, "source": source,
+        kw: dict[str, Any] = {"suites": self.suites if attacked else (), "certify": self.certify if attacked else (),
+                              "overrides": overrides, "source": source,
                               "sources": sources, "role": "row" if attacked else "source"}
         if fine_tune:
             opts["init_from"] = str(Path(base.existing) if base.existing else self.base_dir / base.name)

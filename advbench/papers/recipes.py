@@ -217,6 +217,31 @@ class ColumnRecipe:
 
 
 @dataclass(frozen=True)
+class Certification:
+    """A certification every row's run gets after its attacks (``advbench certify``): ``method`` smoothing /
+    lbound / omega, in ``norm``, at ``radii`` (None: the method's default radii), with ``options`` (sigma, n, n0,
+    alpha, batches, grid) and ``smoke`` (the options smoke scale replaces, e.g. a smaller n). Its result is
+    ``certify/<name>.json``; a column reads it as suite ``certify:<name>``."""
+
+    method: str
+    norm: str = "l2"
+    radii: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    smoke: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The result's file name (``advbench certify``'s default naming)."""
+        if self.method == "smoothing":
+            return f"smoothing-sigma{self.options.get('sigma', 0.25):g}"
+        return f"{self.method}-{self.norm}"
+
+    @property
+    def suite(self) -> str:
+        return f"certify:{self.name}"
+
+
+@dataclass(frozen=True)
 class Block:
     """A part of a table trained with its own settings: the paper's other dataset, model or threat model.
 
@@ -315,6 +340,8 @@ class TableRecipe:
     #: paper scale attacks ``n_eval`` test images drawn at random with this seed ("We attack 1000 randomly selected
     #: images"), recorded in every result; None: the first ``n_eval`` (smoke scale always takes the first)
     sample_seed: int | None = None
+    #: certifications of every row's run (gradient-reg Tables 1, 2, 5, 6), after its attacks
+    certify: tuple[Certification, ...] = ()
     #: the paper's headline orderings on this table, checked by ``report --grid --paper`` (main tables)
     claims: tuple[Claim, ...] = ()
     #: ``--scale cpu``: the paper's recipe shortened to about an hour on 2 CPU cores (``epochs``, ``n_train``,

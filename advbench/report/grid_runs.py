@@ -269,10 +269,22 @@ def _hit(sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str) -> pd.DataFrame:
 
 def _summary_value(run: str, result: pd.Series, key: str) -> float | None:
     """``key`` of the stored summary of the attack result ``result`` (a row of the frame)."""
+    suite = str(result["suite"])
+    where = (Path(run) / "certify" / f"{suite[len('certify:'):]}.json" if suite.startswith("certify:")
+             else Path(run) / "attacks" / f"{suite}.json")
     try:
-        stored = runs.read_json(Path(run) / "attacks" / f"{result['suite']}.json")
+        stored = runs.read_json(where)
     except (OSError, ValueError):
         return None
+    if suite.startswith("certify:"):  # a certification's summary is one for all radii
+        summary = stored.get("summary") or {}
+        if "@" in key:  # ``omega@0.5``: the entry of a per-eps list of the summary at that eps
+            name, at = key.split("@", 1)
+            hits = [e.get(name) for e in summary.get(name) or [] if isinstance(e, dict) and eps_equal(e.get("eps"), at)]
+            value = hits[0] if hits else None
+        else:
+            value = summary.get(key)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
     for r in stored.get("results", []):
         if r.get("label") == result["attack"] and eps_equal(r.get("eps"), result["eps"]):
             value = (r.get("summary") or {}).get(key)
@@ -283,7 +295,8 @@ def _summary_value(run: str, result: pd.Series, key: str) -> float | None:
 #: run measurements a column may show (:attr:`ColumnRecipe.measure`)
 MEASURES = {"seconds_per_epoch": "seconds per training epoch (mean over epochs)",
             "peak_memory_mb": "peak memory of training (MB; the kind the run recorded: GPU or CPU RSS)",
-            "passes_per_step": "forward + backward passes per training step"}
+            "passes_per_step": "forward + backward passes per training step",
+            "training_hours": "hours of training (sum of the epochs' training seconds / 3600)"}
 
 
 def run_measure(run: Path, name: str) -> float | None:
@@ -298,6 +311,9 @@ def run_measure(run: Path, name: str) -> float | None:
     if name == "peak_memory_mb":
         peak = summary.get("peak_mem_bytes")
         return float(peak) / 2**20 if isinstance(peak, int | float) else None
+    if name == "training_hours":
+        seconds = [float(m["train_seconds"]) for m in _metrics(run) if isinstance(m.get("train_seconds"), int | float)]
+        return sum(seconds) / 3600 if seconds else None
     if name == "seconds_per_epoch":
         seconds = [float(m["train_seconds"]) for m in _metrics(run) if isinstance(m.get("train_seconds"), int | float)]
         return sum(seconds) / len(seconds) if seconds else None
