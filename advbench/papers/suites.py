@@ -88,7 +88,17 @@ def _cheaper(entry: SuiteEntry) -> tuple[dict[str, Any], str]:
         return {**o, "n_queries": 1000}, "1000 queries"
     if entry.attack == "rays" and int(o.get("max_queries", 10000)) > 2000:
         return {**o, "max_queries": 2000}, "2000 queries"
+    if entry.attack == "best-of" and "member_options" not in o:
+        return {**o, "member_options": dict(BEST_OF_SMOKE)}, (
+            "members on smaller budgets: CW-L2 4 x 50 steps, HopSkipJump 10 rounds of <= 200 queries, LogBarrier "
+            "6 x 15 steps, bisection PGD 8 halvings")
     return o, ""
+
+
+#: the best-of members' budgets at smoke scale (a CPU-minutes stand-in for the paper's distance attacks)
+BEST_OF_SMOKE = {"cw-l2": {"search_steps": 4, "steps": 50}, "hopskipjump": {"iterations": 10, "max_evals": 200,
+                                                                           "init_evals": 50},
+                 "logbarrier": {"outer": 6, "inner": 15}, "min-dist": {"bisection": 8}}
 
 
 SUITES.on_miss(ensure_suite)
