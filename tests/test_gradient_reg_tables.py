@@ -65,6 +65,7 @@ def test_table6_and_table3_read_the_omega_certification(table2):
     for r in stored["certified"]:
         if r["eps"] in ("0.25", "0.5", "0.75", "1.0", "1.25", "1.5"):
             assert grid6.values[("Undefended", r["eps"])] == [pytest.approx(100 - 100 * r["accuracy"])]
+    assert "n-eval: 8 (first N test images" in grid6.caption  # the certified images, not a dash
     errors = [grid6.values[("Undefended", e)][0] for e in ("0.25", "0.5", "0.75", "1.0", "1.25", "1.5")]
     assert errors == sorted(errors)  # certified error never falls as the radius grows
     api.reproduce("gradient-reg", "3", out=out, rows=["CIFAR-10 / Undefended"], smoke=TINY, device="cpu")

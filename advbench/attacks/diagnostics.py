@@ -8,6 +8,10 @@ statistic in the result's ``summary``, which a paper grid's column reads (``Colu
   step of size eps (``pgd1``, the one-step PGD of SOAR's Table 5; L2: the normalised gradient).
 - ``adv-loss`` (SOAR Table 4): the cross-entropy at PGD's adversarial point (``steps`` of PGD, step eps/4 unless
   set), as a mean over images and a sum per batch of ``sum_batch`` images (the paper does not say which).
+- ``soar-loss`` (SOAR Table 8): SOAR's regularized loss ℓ(x', y) + λ·R(x'; z, h) (its Eq. 11, the Hessian-vector
+  product by forward differences) at the PGD1 expansion point x', R averaged over ``n_z`` draws of z. It evaluates
+  the defense's objective on its own (the defense's training code is not used), so a test can hold both to the
+  exact Hessian.
 - ``grad-norm`` (gradient-reg Table 3): mean and max over images of ``‖∇ℓ(x)‖₂`` for Finlay and Oberman's modified
   loss on softmax probabilities, ℓ(x) = max_{i≠c} p_i(x) − p_c(x).
 """
@@ -142,3 +146,66 @@ class GradNorm(Attack):
         norms = per_sample.get("grad_norm", [])
         return {"grad_norm_mean": sum(norms) / len(norms) if norms else None,
                 "grad_norm_max": max(norms) if norms else None}
+
+
+@dataclass
+class SoarLossOptions:
+    """n_z: draws of z averaged in R (Table 8: 1, 10, 100); h, lam, init: SOAR's FD step, weight and expansion
+    point (its defaults; the regularizer's radius is eps/2 with pgd1-half and eps otherwise, as in training)."""
+
+    n_z: int = 1
+    h: float = 0.01
+    lam: float = 1.0
+    init: str = "pgd1-half"
+
+    def validate(self) -> None:
+        """n_z >= 1, h > 0, lam >= 0, a known init."""
+        from advbench.attacks.training import INIT_FRACTIONS
+
+        if self.n_z < 1 or not self.h > 0 or self.lam < 0:
+            raise UserError("soar-loss needs n_z >= 1, h > 0 and lam >= 0")
+        if self.init not in INIT_FRACTIONS:
+            raise UserError(f"soar-loss init must be one of {', '.join(INIT_FRACTIONS)}, got {self.init!r}")
+
+
+def _ce_grad(model, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image CE and its input gradient (of the summed loss: each image's own gradient)."""
+    xr = x.detach().clone().requires_grad_(True)
+    ce = F.cross_entropy(model(xr), y, reduction="none")
+    return ce.detach(), input_grad(ce.sum(), xr)
+
+
+@ATTACKS.register("soar-loss", help="Diagnostic: SOAR's regularized loss l(x') + lam*R(x'; z, h), R averaged over "
+                  "n_z draws of z (SOAR Table 8)")
+class SoarLoss(Attack):
+    """Per image ℓ(x', y) + λ·R(x'; z, h) at SOAR's expansion point x' (z drawn from the attack's generator)."""
+
+    Options = SoarLossOptions
+
+    def perturb_ex(self, model, x, y, generator=None):
+        """The expansion points and each image's regularized loss there."""
+        from advbench.attacks.training import INIT_FRACTIONS, pgd1_point
+
+        o, t = self.options, self.threat
+        xp = pgd1_point(model, x, y, t, INIT_FRACTIONS[o.init], generator=generator)
+        reg_eps = t.eps / 2 if o.init == "pgd1-half" else t.eps
+        factor = 0.5 * ((xp[0].numel() if t.norm == "linf" else 1) * reg_eps**2 + 1.0)
+        ce, g = _ce_grad(model, xp, y)
+        reg = torch.zeros_like(ce)
+        for _ in range(o.n_z):
+            z_d = torch.randn(xp.shape, generator=generator, device="cpu").to(xp)
+            z_1 = torch.randn(xp.shape[0], generator=generator, device="cpu").to(xp)
+            norm = z_d.flatten(1).norm(dim=1)
+            unit = z_d / norm.view(-1, *[1] * (z_d.dim() - 1))
+            hv = (_ce_grad(model, xp + o.h * unit, y)[1] - g) / o.h  # H ẑ_d by forward differences (Eq. 10)
+            top = norm.view(-1, *[1] * (z_d.dim() - 1)) * hv + z_1.view(-1, *[1] * (z_d.dim() - 1)) * g
+            bot = (g * z_d).flatten(1).sum(dim=1) + z_1
+            reg = reg + factor * torch.cat([top.flatten(1), bot[:, None]], dim=1).norm(dim=1)
+        value = ce + o.lam * reg / o.n_z
+        return Perturbation(xp, per_sample={"soar_loss": [float(v) for v in value]})
+
+    @classmethod
+    def summarize(cls, per_sample, info, correct, threat):
+        """Mean over images of the regularized loss."""
+        values = per_sample.get("soar_loss", [])
+        return {"soar_loss_mean": sum(values) / len(values) if values else None}

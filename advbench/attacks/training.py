@@ -216,6 +216,16 @@ def pgd_per_sample_eps(forward: Forward, x: torch.Tensor, eps: torch.Tensor, nor
     return (x + delta).detach()
 
 
+#: SOAR's expansion points x' (:func:`pgd1_point`): (noise, step, ball) as fractions of eps
+INIT_FRACTIONS: dict[str, tuple[float, float, float]] = {
+    "pgd1-half": (0.5, 0.5, 0.5),  # Sec. 4.1 text: eps/2 for PGD1 and eps/2 in the regularizer (default)
+    "pgd1-full": (1.0, 1.0, 1.0),  # Algorithm 1 as printed
+    "pgd1-code": (1.0, 0.25, 1.0),  # averyma/test-bench data_init("pgd1"): U(±8/255), 2/255 step, 8/255 ball
+    "rand": (1.0, 0.0, 1.0),  # noise only (Table 5/7 gradient-masking ablation)
+    "zero": (0.0, 0.0, 0.0),  # x' = x (Table 5/7 ablation)
+}
+
+
 def pgd1_point(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
                fractions: tuple[float, float, float], *, bn_mode: str = "eval",
                generator: torch.Generator | None = None) -> torch.Tensor:

@@ -9,20 +9,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from advbench.attacks.training import pgd1_point
+from advbench.attacks.training import INIT_FRACTIONS, pgd1_point
 from advbench.threat import ThreatModel
 
 SoarInit = Literal["pgd1-half", "pgd1-full", "pgd1-code", "rand", "zero"]
-
-#: (uniform noise, sign-step size, projection ball) of the PGD1 expansion point, as fractions of eps
-INIT_FRACTIONS: dict[str, tuple[float, float, float]] = {
-    "pgd1-half": (0.5, 0.5, 0.5),  # Sec. 4.1 text: eps/2 for PGD1 and eps/2 in the regularizer (default)
-    "pgd1-full": (1.0, 1.0, 1.0),  # Algorithm 1 as printed
-    "pgd1-code": (1.0, 0.25, 1.0),  # averyma/test-bench data_init("pgd1"): U(±8/255), 2/255 step, 8/255 ball
-    "rand": (1.0, 0.0, 1.0),  # noise only (Table 5/7 gradient-masking ablation)
-    "zero": (0.0, 0.0, 0.0),  # x' = x (Table 5/7 ablation)
-}
-
 
 def expansion_point(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, init: str, *,
                     bn_mode: str = "eval") -> torch.Tensor:

@@ -196,6 +196,7 @@ def _caption(grid: PaperGrid, frame: pd.DataFrame, matched: list[str]) -> str:
     ds = ", ".join(sorted(map(str, sub["dataset"].unique()))) or DASH
     md = ", ".join(sorted(map(str, sub["model"].unique()))) or DASH
     wanted = {s[0] for s in r.suites} | {s[0] for b in r.blocks for s in (b.suites or ())}
+    wanted |= {c.suite for c in r.certify}  # certification-only tables (gradient-reg 5, 6) count their images too
     n = _n_eval_text(sub[[smoke_suite_parent(str(x)) in wanted for x in sub["suite"]]] if not sub.empty else sub)
     scales: list[str] = []
     subst: list[str] = []
