@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from advbench.attacks.base import ATTACKS, Attack, Perturbation, project, renorm_l2
 from advbench.attacks.pgd import PGDOptions, input_grad, run_pgd_options
+from advbench.core.tensors import per_sample, per_sample_dot, per_sample_norm
 from advbench.errors import UserError
 
 
@@ -195,11 +196,10 @@ class SoarLoss(Attack):
         for _ in range(o.n_z):
             z_d = torch.randn(xp.shape, generator=generator, device="cpu").to(xp)
             z_1 = torch.randn(xp.shape[0], generator=generator, device="cpu").to(xp)
-            norm = z_d.flatten(1).norm(dim=1)
-            unit = z_d / norm.view(-1, *[1] * (z_d.dim() - 1))
-            hv = (_ce_grad(model, xp + o.h * unit, y)[1] - g) / o.h  # H ẑ_d by forward differences (Eq. 10)
-            top = norm.view(-1, *[1] * (z_d.dim() - 1)) * hv + z_1.view(-1, *[1] * (z_d.dim() - 1)) * g
-            bot = (g * z_d).flatten(1).sum(dim=1) + z_1
+            norm = per_sample(per_sample_norm(z_d, 2), z_d)
+            hv = (_ce_grad(model, xp + o.h * z_d / norm, y)[1] - g) / o.h  # H ẑ_d by forward differences (Eq. 10)
+            top = norm * hv + per_sample(z_1, g) * g
+            bot = per_sample_dot(g, z_d) + z_1
             reg = reg + factor * torch.cat([top.flatten(1), bot[:, None]], dim=1).norm(dim=1)
         value = ce + o.lam * reg / o.n_z
         return Perturbation(xp, per_sample={"soar_loss": [float(v) for v in value]})

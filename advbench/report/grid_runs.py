@@ -27,6 +27,7 @@ from advbench.papers.recipes import (
     blocks_of,
     smoke_suite_parent,
 )
+from advbench.report.frame import CERTIFY_SUITE
 
 #: (block, row, seed, swept value) -> (mtime, run, its results, its config, its block)
 Chosen = dict[tuple[str, str, Any, Any], tuple[float, str, pd.DataFrame, dict[str, Any], Block]]
@@ -268,28 +269,30 @@ def _hit(sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str) -> pd.DataFrame:
 
 
 def _summary_value(run: str, result: pd.Series, key: str) -> float | None:
-    """``key`` of the stored summary of the attack result ``result`` (a row of the frame)."""
+    """``key`` of the stored summary of the attack or certification result ``result`` (a row of the frame);
+    ``name@eps`` picks the entry at ``eps`` of a per-eps list of the summary (a certification's ``omega@0.5``)."""
     suite = str(result["suite"])
-    where = (Path(run) / "certify" / f"{suite[len('certify:'):]}.json" if suite.startswith("certify:")
+    certified = suite.startswith(CERTIFY_SUITE)
+    where = (Path(run) / "certify" / f"{suite.removeprefix(CERTIFY_SUITE)}.json" if certified
              else Path(run) / "attacks" / f"{suite}.json")
     try:
         stored = runs.read_json(where)
     except (OSError, ValueError):
         return None
-    if suite.startswith("certify:"):  # a certification's summary is one for all radii
+    if certified:  # a certification's summary is one for all radii
         summary = stored.get("summary") or {}
-        if "@" in key:  # ``omega@0.5``: the entry of a per-eps list of the summary at that eps
-            name, at = key.split("@", 1)
-            hits = [e.get(name) for e in summary.get(name) or [] if isinstance(e, dict) and eps_equal(e.get("eps"), at)]
-            value = hits[0] if hits else None
-        else:
-            value = summary.get(key)
-        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-    for r in stored.get("results", []):
-        if r.get("label") == result["attack"] and eps_equal(r.get("eps"), result["eps"]):
-            value = (r.get("summary") or {}).get(key)
-            return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-    return None
+    else:
+        summary = next(((r.get("summary") or {}) for r in stored.get("results", [])
+                        if r.get("label") == result["attack"] and eps_equal(r.get("eps"), result["eps"])), None)
+        if summary is None:
+            return None
+    if "@" in key:
+        name, at = key.split("@", 1)
+        value = next((e.get(name) for e in summary.get(name) or []
+                      if isinstance(e, dict) and eps_equal(e.get("eps"), at)), None)
+    else:
+        value = summary.get(key)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 #: run measurements a column may show (:attr:`ColumnRecipe.measure`)
@@ -311,12 +314,11 @@ def run_measure(run: Path, name: str) -> float | None:
     if name == "peak_memory_mb":
         peak = summary.get("peak_mem_bytes")
         return float(peak) / 2**20 if isinstance(peak, int | float) else None
-    if name == "training_hours":
+    if name in ("training_hours", "seconds_per_epoch"):
         seconds = [float(m["train_seconds"]) for m in _metrics(run) if isinstance(m.get("train_seconds"), int | float)]
-        return sum(seconds) / 3600 if seconds else None
-    if name == "seconds_per_epoch":
-        seconds = [float(m["train_seconds"]) for m in _metrics(run) if isinstance(m.get("train_seconds"), int | float)]
-        return sum(seconds) / len(seconds) if seconds else None
+        if not seconds:
+            return None
+        return sum(seconds) / 3600 if name == "training_hours" else sum(seconds) / len(seconds)
     raise UserError(f"unknown run measure {name!r}; one of {', '.join(MEASURES)}")
 
 
