@@ -137,7 +137,7 @@ def enable_grad_checkpointing(model: nn.Module, name: str = "the model") -> None
     setter = getattr(net, "set_grad_checkpointing", None)
     if not callable(setter):
         raise UserError(f"--grad-checkpointing is not supported by model '{name}'; it is available for the "
-                        "residual networks (wrn-*, resnet10/18/34, preact-resnet18/20, resnext34-2x32)")
+                        "residual networks (wrn-*, resnet10/18/34/50, preact-resnet18/20, resnext34-2x32)")
     setter(True)
 
 
