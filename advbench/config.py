@@ -95,7 +95,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return recipe
 
 
-ScheduleName = Literal["multistep", "cosine", "piecewise-linear", "constant"]
+ScheduleName = Literal["multistep", "cosine", "piecewise-linear", "constant", "dawnbench"]
 AmpMode = Literal["off", "bf16", "fp16"]
 DistBackend = Literal["auto", "gloo", "nccl"]
 SelectRule = Literal["auto", "val-robust", "val-clean", "last", "test-robust"]
@@ -130,6 +130,9 @@ class TrainConfig:
     schedule: ScheduleName = "multistep"
     milestones: list[float] = field(default_factory=list)  # epochs (fractions allowed); default 50%, 75%
     gamma: float = 0.1
+    # schedule "dawnbench": epochs of its three phases (128, 224, 288 px); [] = the paper's 15, 13, 1
+    phase_epochs: list[int] = field(default_factory=list)
+    bias_decay: bool = True  # weight decay on parameters named *.bias too (false: 0 on biases, DAWNBench)
     seed: int = 0
     n_train: int | None = None
     val_size: int | None = None
@@ -189,6 +192,8 @@ class TrainConfig:
             raise UserError(f"--set eps_warmup must be epochs in [0, {self.epochs}], got {self.eps_warmup}")
         if any(m < 0 for m in self.milestones):
             raise UserError(f"--set milestones must be epochs >= 0, got {list(self.milestones)}")
+        if self.schedule == "dawnbench" or self.phase_epochs:
+            self.resolved_phases()  # the phase epochs must add up to the run's epochs
         value, text = parse_eps(self.eps)
         check_eps_in_range(value, text, self.norm)
 
@@ -196,11 +201,94 @@ class TrainConfig:
         """Milestone epochs for the multistep schedule (default: 50% and 75% of training)."""
         return list(self.milestones) if self.milestones else [0.5 * self.epochs, 0.75 * self.epochs]
 
+    def resolved_phases(self) -> list[Phase]:
+        """The DAWNBench phases of this run (``phase_epochs`` or the paper's 15, 13, 1); UserError when they do
+        not add up to ``epochs`` or the schedule is not ``dawnbench``."""
+        if self.schedule != "dawnbench":
+            raise UserError(f"--set phase_epochs applies to --set schedule=dawnbench only, not {self.schedule}")
+        lengths = list(self.phase_epochs) or [p.end - p.start for p in DAWNBENCH]
+        if len(lengths) != len(DAWNBENCH) or any(n < 1 for n in lengths) or sum(lengths) != self.epochs:
+            raise UserError(f"schedule dawnbench needs {len(DAWNBENCH)} phase lengths >= 1 adding up to the epochs "
+                            f"({self.epochs}), got {lengths}; set epochs 29 for the paper's 15, 13, 1 or "
+                            "--set phase_epochs=A,B,C")
+        return scaled_phases(lengths)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a progressive-resize schedule: epochs ``start``..``end`` (end excluded) train on
+    ``size`` px random-resized crops (area fraction in [``min_scale``, 1]) in global batches of ``batch`` x
+    the run's batch_size / 512, and the learning rate is piecewise linear through ``lr`` (epoch, lr) points."""
+
+    start: float
+    end: float
+    size: int
+    batch: int
+    min_scale: float
+    lr: tuple[tuple[float, float], ...]
+
+
+#: Finlay & Oberman's ImageNet schedule, the DAWNBench recipe of fast.ai (spec gradient-regularization.md §1): 29
+#: epochs on 4 GPUs, per-GPU batches 128 / 48 / 32 (global 512 / 192 / 128), SGD momentum 0.9, wd 1e-4 (0 on
+#: biases); the learning rates are the paper-code's for those global batches, linear between the points.
+DAWNBENCH: tuple[Phase, ...] = (
+    Phase(0, 15, 128, 512, 0.08, ((0, 0.25), (8, 0.5), (15, 0.0625))),
+    Phase(15, 28, 224, 192, 0.087, ((15, 0.1), (25, 0.01), (28, 0.001))),
+    Phase(28, 29, 288, 128, 0.5, ((28, 0.000625), (29, 0.0000625))),
+)
+#: the global batch of the first phase: a run's ``batch_size`` scales every phase's batch by batch_size / 512
+DAWNBENCH_BATCH = DAWNBENCH[0].batch
+#: the first learning rate of the schedule: a run's ``lr`` scales every phase's rates by lr / 0.25
+DAWNBENCH_LR = DAWNBENCH[0].lr[0][1]
+
+
+def scaled_phases(lengths: list[int]) -> list[Phase]:
+    """:data:`DAWNBENCH` with phase k lasting ``lengths[k]`` epochs; the learning-rate points inside a phase keep
+    their relative positions (epoch 8 of the 15-epoch first phase stays at 8/15 of it)."""
+    out: list[Phase] = []
+    start = 0
+    for phase, n in zip(DAWNBENCH, lengths, strict=True):
+        span = phase.end - phase.start
+        points = tuple((start + (e - phase.start) * n / span, v) for e, v in phase.lr)
+        out.append(dataclasses.replace(phase, start=start, end=start + n, lr=points))
+        start += n
+    return out
+
+
+def phase_at(cfg: TrainConfig, epoch: int) -> Phase:
+    """The DAWNBench phase that epoch ``epoch`` (0-based) trains in."""
+    phases = cfg.resolved_phases()
+    for phase in phases:
+        if epoch < phase.end:
+            return phase
+    return phases[-1]
+
+
+def phase_batch(cfg: TrainConfig, phase: Phase) -> int:
+    """The global batch of ``phase`` for this run: the paper's batch x batch_size / 512, rounded, at least 1."""
+    return max(1, round(phase.batch * cfg.batch_size / DAWNBENCH_BATCH))
+
+
+def dawnbench_lr(cfg: TrainConfig, t: float) -> float:
+    """The learning rate at fractional epoch ``t``: linear between the phase's points (a phase starts at its own
+    first rate), times lr / 0.25."""
+    phases = cfg.resolved_phases()
+    phase = next((p for p in phases if t < p.end), phases[-1])
+    pts = phase.lr
+    value = pts[-1][1]
+    for (t0, v0), (t1, v1) in zip(pts, pts[1:], strict=False):
+        if t < t1:
+            value = v0 + (v1 - v0) * (max(t, t0) - t0) / (t1 - t0)
+            break
+    return value * cfg.lr / DAWNBENCH_LR
+
 
 def lr_factor(cfg: TrainConfig, t: float) -> float:
     """Learning-rate multiplier at fractional epoch ``t`` (updated every iteration)."""
     if cfg.schedule == "constant":
         return 1.0
+    if cfg.schedule == "dawnbench":
+        return dawnbench_lr(cfg, t) / cfg.lr
     if cfg.schedule == "multistep":
         return cfg.gamma ** sum(1 for m in cfg.resolved_milestones() if t >= m)
     if cfg.schedule == "cosine":
@@ -220,7 +308,7 @@ RUNTIME_KEYS = {"amp", "channels_last", "compile", "compile_backend", "cudnn_ben
                 "pin_memory", "data_on_device", "sync_bn", "dist_backend", "mem_every", "save_epochs"}
 #: fields added after runs were first hashed: at these values they are left out of a run's content hash
 #: (:func:`advbench.papers.planned.config_hash`), so existing runs keep their names
-HASH_NEUTRAL = {"save_epochs": [], "eps_warmup": 0.0}
+HASH_NEUTRAL = {"save_epochs": [], "eps_warmup": 0.0, "phase_epochs": [], "bias_decay": True}
 
 
 def run_config(run_dir: str | Path) -> tuple[dict[str, Any], TrainConfig]:

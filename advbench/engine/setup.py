@@ -87,10 +87,16 @@ def build_run_model(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD (momentum, nesterov) or Adam with weight decay on all parameters."""
+    """SGD (momentum, nesterov) or Adam with weight decay on all parameters, or (``bias_decay=false``) on all but
+    those named ``*.bias`` (conv, linear and BatchNorm biases: the DAWNBench recipe's "0 on biases")."""
+    params: Any = model.parameters()
+    if not cfg.bias_decay:
+        named = list(model.named_parameters())
+        params = [{"params": [p for n, p in named if not n.endswith("bias")]},
+                  {"params": [p for n, p in named if n.endswith("bias")], "weight_decay": 0.0}]
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                            weight_decay=cfg.weight_decay)
 
 

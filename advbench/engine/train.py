@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from advbench import runs
-from advbench.config import TrainConfig, lr_factor, run_config
+from advbench.config import TrainConfig, lr_factor, phase_at, phase_batch, run_config
 from advbench.core import distributed
 from advbench.core.devices import rank_device
 from advbench.core.memory import PeakMemory
@@ -90,9 +90,7 @@ class Trainer:
         self.optimizer = SyncedOptimizer(build_optimizer(cfg, self.model), scaler=self.scaler, sync=self.world > 1)
         if self.rank > 0:  # attack / augmentation randomness differs per rank; rank 0 keeps the 1-process stream
             seed_everything(derived_seed(cfg.seed, "rank", self.rank))
-        self.steps_per_epoch = num_batches(len(self.splits.train), cfg.batch_size)
-        if cfg.max_batches_per_epoch:
-            self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_batches_per_epoch)
+        self.steps_per_epoch = self.epoch_steps(0)
         self.start_epoch = 0
         self.start_batch = 0
         self.best: dict[str, Any] = {"epoch": None, "score": float("-inf")}
@@ -111,6 +109,34 @@ class Trainer:
         if self.cfg.select == "auto":
             return DEFENSES.get(self.cfg.defense).default_select
         return self.cfg.select
+
+    def epoch_batch(self, epoch: int) -> int:
+        """The global batch size of ``epoch``: ``batch_size``, or the DAWNBench phase's (scaled by batch_size)."""
+        if self.cfg.schedule == "dawnbench":
+            return phase_batch(self.cfg, phase_at(self.cfg, epoch))
+        return self.cfg.batch_size
+
+    def epoch_steps(self, epoch: int) -> int:
+        """Training steps of ``epoch`` (its batch size's batches, at most ``max_batches_per_epoch``)."""
+        steps = num_batches(len(self.splits.train), self.epoch_batch(epoch))
+        return min(steps, self.cfg.max_batches_per_epoch) if self.cfg.max_batches_per_epoch else steps
+
+    def epoch_batches(self, epoch: int, first: int) -> Any:
+        """The training batches of ``epoch`` from batch ``first``: the dataset's augmentation, or under the
+        DAWNBench schedule random-resized crops of the phase's size (:mod:`advbench.engine.progressive`); both are
+        functions of (seed, epoch, batch), so a resume rebuilds exactly the batches it stopped in."""
+        cfg = self.cfg
+        shard = (self.rank, self.world) if self.world > 1 else None
+        if cfg.schedule == "dawnbench":
+            from advbench.engine.progressive import phase_batches
+
+            phase = phase_at(cfg, epoch)
+            return phase_batches(self.splits.train, self.epoch_batch(epoch), size=phase.size,
+                                 min_scale=phase.min_scale, seed=cfg.seed, epoch=epoch, start_batch=first,
+                                 device=self.device, shard=shard)
+        return batches(self.splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, start_batch=first,
+                       augment=self.splits.info.augment, device=self.device, shard=shard, pin_memory=self.pin_memory,
+                       scale=self.splits.info.scale, brightness=self.splits.info.brightness)
 
     # ---------------------------------------------------------------- files (what is written: engine.state)
     def config_record(self, command: list[str] | None) -> dict[str, Any]:
@@ -156,6 +182,7 @@ class Trainer:
     def run_epoch(self, epoch: int, counter: PassCounter) -> None:
         """One epoch of training (from the saved batch on a mid-epoch resume), then validation and checkpoints."""
         first = self.start_batch if epoch == self.start_epoch else 0
+        self.steps_per_epoch = self.epoch_steps(epoch)  # a DAWNBench phase has its own batch size
         epoch_logs = self.defense.on_epoch_start(epoch, self.model)  # idempotent: also on a mid-epoch resume
         if first == 0:
             self.partial = {}
@@ -172,15 +199,11 @@ class Trainer:
             self.progress.advance(handle, first)
         t0 = time.perf_counter()
         n_train = len(self.splits.train)
-        shard = (self.rank, self.world) if self.world > 1 else None
-        for b, (x, y, idx) in enumerate(
-            batches(self.splits.train, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, start_batch=first,
-                    augment=self.splits.info.augment, device=self.device, shard=shard, pin_memory=self.pin_memory,
-                    scale=self.splits.info.scale, brightness=self.splits.info.brightness),
-                start=first):
+        batch_size = self.epoch_batch(epoch)
+        for b, (x, y, idx) in enumerate(self.epoch_batches(epoch, first), start=first):
             if b >= self.steps_per_epoch:
                 break
-            n_global = min(cfg.batch_size, n_train - b * cfg.batch_size)
+            n_global = min(batch_size, n_train - b * batch_size)
             if n_global >= self.world:  # a final batch with fewer examples than ranks is skipped (DDP only)
                 self.train_step(epoch, b, x, y, idx, n_global, counter)
             loss = None
