@@ -18,7 +18,7 @@ from typing import Any, Literal
 from advbench.papers import paper_modules
 from advbench.papers.published import table_id, table_layout
 
-Transform = Literal["acc", "error", "sum"]
+Transform = Literal["acc", "error", "top5-error", "sum"]
 SOURCE_SEED_OFFSET = 1000  # seed of a transfer-source run = the row's seed + this
 
 #: what smoke scale changes (recorded in every run's paper.json and printed in the caption).
@@ -197,8 +197,9 @@ class ColumnRecipe:
     """Which stored result fills one printed column.
 
     ``attack`` is the suite entry's label (``Clean`` for clean accuracy, ``Worst case`` for the
-    per-sample worst case); ``transform``: ``acc`` (accuracy %), ``error`` (100 - accuracy) or ``sum``
-    (sum of the columns named in ``parts``, SAT's Clean + Adv).
+    per-sample worst case); ``transform``: ``acc`` (accuracy %), ``error`` (100 - accuracy), ``top5-error``
+    (100 - the clean top-5 accuracy stored as ``clean_top5_acc``; Clean columns only) or ``sum`` (sum of the
+    columns named in ``parts``, SAT's Clean + Adv).
     """
 
     suite: str | None
@@ -264,6 +265,9 @@ class Block:
     n_eval: int | None = None
     note: str = ""
     split: Split | None = None  # the block's own paper-scale split (default: the table's)
+    #: the block's own recipe of some of its columns (Finlay & Oberman's ImageNet block reports top-5 error where
+    #: the CIFAR-10 rows of the same column report top-1), or why the block does not measure a column
+    column_recipes: dict[str, ColumnRecipe | str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -386,6 +390,7 @@ def block_recipe(recipe: TableRecipe, block: Block) -> TableRecipe:
             rows[label] = row
     return dataclasses.replace(recipe, dataset=block.dataset, model=block.model, norm=block.norm, eps=block.eps,
                                train={**recipe.train, **block.train}, rows=rows, suites=block.suites,
+                               columns={**recipe.columns, **block.column_recipes},
                                n_eval=block.n_eval, split=block.split or recipe.split)
 
 
@@ -405,8 +410,8 @@ def register(recipe: TableRecipe) -> TableRecipe:
     if len(set(names)) != len(names):
         raise ValueError(f"{recipe.key}: block names are not unique: {names}")
     for b in recipe.blocks:
-        unknown = (set(b.rows) | set(b.row_options) | set(b.row_train)) - set(recipe.rows) | set(b.columns) - set(
-            recipe.columns)
+        unknown = (set(b.rows) | set(b.row_options) | set(b.row_train)) - set(recipe.rows) | (
+            set(b.columns) | set(b.column_recipes)) - set(recipe.columns)
         if unknown:
             raise ValueError(f"{recipe.key}: block {b.name!r} names labels not in the table: {sorted(unknown)}")
     for claim in recipe.claims:

@@ -218,7 +218,7 @@ def column_value(run: str, sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str
                       if (v := _one_value(run, g, spec, train_eps)) is not None]
             if not values:
                 return None
-            return min(values) if spec.transform == "error" else max(values)
+            return min(values) if spec.transform in ERRORS else max(values)
         sub = sub[[not e for e in epochs]]
     return _one_value(run, sub, spec, train_eps)
 
@@ -230,6 +230,9 @@ def _one_value(run: str, sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str) 
         return None
     if spec.value is not None:
         return _summary_value(run, hit.iloc[0], spec.value)
+    if spec.transform == "top5-error":
+        top5 = _clean_top5(run, hit.iloc[0]) if spec.attack == "Clean" else None
+        return None if top5 is None else 100.0 - 100.0 * top5
     acc = 100.0 * float(hit["accuracy"].iloc[0])
     return 100.0 - acc if spec.transform == "error" else acc
 
@@ -266,6 +269,21 @@ def _hit(sub: pd.DataFrame, spec: ColumnRecipe, train_eps: str) -> pd.DataFrame:
             same = hit[[eps_equal(e, train_eps) for e in hit["eps"]]]
             hit = same if not same.empty else hit
     return hit
+
+
+#: the transforms whose value is an error (lower is better)
+ERRORS = ("error", "top5-error")
+
+
+def _clean_top5(run: str, result: pd.Series) -> float | None:
+    """The clean top-5 accuracy (a fraction) the attack result file of the frame row ``result`` stores
+    (``clean_top5_acc``); None when the file has none (a model of 5 classes or fewer, an older result)."""
+    try:
+        stored = runs.read_json(Path(run) / "attacks" / f"{result['suite']}.json")
+    except (OSError, ValueError):
+        return None
+    value = stored.get("clean_top5_acc") if isinstance(stored, dict) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _summary_value(run: str, result: pd.Series, key: str) -> float | None:
@@ -341,7 +359,7 @@ def run_counts(recipe: TableRecipe, block: Block, sub: pd.DataFrame, train_eps: 
     """Column -> the number of test images behind one run's value (accuracy and error columns only)."""
     out: dict[str, int] = {}
     for col in block.columns:
-        spec = recipe.columns.get(col)
+        spec = block.column_recipes.get(col) or recipe.columns.get(col)
         if isinstance(spec, ColumnRecipe) and (n := column_n(sub, spec, train_eps)) is not None:
             out[col] = n
     return out
@@ -353,7 +371,7 @@ def run_values(run: str, recipe: TableRecipe, block: Block, sub: pd.DataFrame, t
     per_col: dict[str, float] = {}
     rule = paper_meta(Path(run)).get("checkpoint_rule")
     for col in block.columns:
-        spec = recipe.columns.get(col)
+        spec = block.column_recipes.get(col) or recipe.columns.get(col)
         if isinstance(spec, ColumnRecipe) and spec.transform != "sum":
             v = column_value(run, sub, spec, train_eps, rule)
             if v is not None and not math.isnan(v):
