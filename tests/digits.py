@@ -1,9 +1,9 @@
 """Real handwritten digits offline: scikit-learn's 1,797 8x8 digits written as MNIST idx files (28x28).
 
-Each 8x8 image (grey levels 0-16) is scaled to 0-255, resized to 20x20 (bilinear) and centred in a 28x28 frame,
-as MNIST centres its digits in a 20x20 box; the files are the four uncompressed idx files the mnist loader
-reads from ``ROOT/MNIST/raw`` (:mod:`advbench.data.mnist`). Used by the tests and to check the smoke and cpu
-scales on real data: ``python tests/digits.py ROOT``.
+Each 8x8 image (grey levels 0-16) is turned into a binary bitmap and shrunk to a 20x20 anti-aliased digit centred
+in a 28x28 frame, as MNIST was made from binary NIST images (:func:`digits_28`); the files are the four uncompressed
+idx files the mnist loader reads from ``ROOT/MNIST/raw`` (:mod:`advbench.data.mnist`). Used by the tests and to check
+the smoke and cpu scales on real data: ``python tests/digits.py ROOT``.
 """
 
 from __future__ import annotations
@@ -25,13 +25,18 @@ def idx_bytes(array: np.ndarray) -> bytes:
 
 
 def digits_28(images: np.ndarray) -> np.ndarray:
-    """(N, 8, 8) grey levels 0-16 -> (N, 28, 28) uint8, the digit resized to 20x20 in the centre."""
+    """(N, 8, 8) grey levels 0-16 -> (N, 28, 28) uint8 in MNIST's style: each 8x8 image counts the on-pixels of a
+    4x4 block of a 32x32 binary bitmap (scikit-learn's description of the data), so the bitmap is recovered
+    approximately by upsampling to 40x40 (bilinear) and thresholding at half; as MNIST was made from binary NIST
+    images, it is then shrunk to 20x20 with anti-aliasing (the strokes near-binary, grey only at their edges) and
+    centred in a 28x28 frame."""
     from PIL import Image
 
     out = np.zeros((len(images), 28, 28), dtype=np.uint8)
     for i, img in enumerate(images):
         small = Image.fromarray(np.clip(np.asarray(img) * (255.0 / 16.0), 0, 255).astype(np.uint8))
-        out[i, 4:24, 4:24] = np.asarray(small.resize((20, 20), Image.BILINEAR))
+        bitmap = (np.asarray(small.resize((40, 40), Image.BILINEAR)) >= 128).astype(np.uint8) * 255
+        out[i, 4:24, 4:24] = np.asarray(Image.fromarray(bitmap).resize((20, 20), Image.LANCZOS))
     return out
 
 

@@ -51,17 +51,17 @@ ROWS = ("AT [23]", "P-SAT (ours)")
 
 def test_real_digit_smoke_grid_puts_every_defense_above_the_standard_model(tmp_path, capsys):
     """SAT Table 2, block eps 0.3, at smoke scale on the real digits, through the CLI; the standard base run is
-    attacked with the same suite. Every defense learns (clean accuracy > 70%, no collapse to chance); that its
-    AutoAttack accuracy is above the standard model's by more than 1.96 standard errors is the goal, not yet
-    reached on 1,348 digits (0% under AutoAttack at eps 0.3: an expected failure until the smoke budget reaches it)."""
+    attacked with the same suite. Every defense learns (clean accuracy > 70%) and its AutoAttack accuracy is above
+    the standard model's by more than 1.96 standard errors (measured: AT 35%, P-SAT 32%, standard 0% on 100 test
+    digits; 277 s on 2 busy cores)."""
     from advbench.cli import main
 
     data = write_digits_mnist(tmp_path / "data")
     out = tmp_path / "runs"
     start = time.monotonic()
     rc = main(["reproduce", "sat", "--table", "2", "--scale", "smoke", "--data-dir", str(data), "--out", str(out),
-               "--block", "0.3", *[a for r in ROWS for a in ("--row", r)], "--device", "cpu", "--threads", "1",
-               "--format", "json"])
+               "--block", "0.3", *[a for r in ROWS for a in ("--row", r)], "--device", "cpu",
+               "--jobs", "2", "--threads", "1", "--format", "json"])
     assert rc == 0
     grid = json.loads(capsys.readouterr().out)
     assert "mnist" in grid["caption"] and "synthetic" not in grid["caption"]
@@ -78,12 +78,7 @@ def test_real_digit_smoke_grid_puts_every_defense_above_the_standard_model(tmp_p
     print(f"real-digit smoke grid: {elapsed:.0f} s; standard {standard_adv:.1f}; defenses {adv}")
     n = next(r.get("n", std["n_eval"]) for r in std["results"] if r["label"] == "AutoAttack")
     assert set(clean) == set(ROWS) and all(clean[row] > 70.0 for row in ROWS), clean  # every row learns
-    below = []
     for row, value in adv.items():
         p, q = value / 100, standard_adv / 100
         se = 100 * math.sqrt(p * (1 - p) / n + q * (1 - q) / n)
-        if not value - standard_adv > 1.96 * se:
-            below.append(f"{row} {value:.1f} vs standard {standard_adv:.1f} (SE {se:.1f})")
-    if below:
-        pytest.xfail("the smoke budget on 1,348 digits gives no robustness under AutoAttack at eps 0.3: "
-                     + "; ".join(below))
+        assert value - standard_adv > 1.96 * se, f"{row} {value:.1f} vs standard {standard_adv:.1f} (SE {se:.1f})"
