@@ -23,25 +23,28 @@ def test_cpu_scale_shortens_every_row_by_the_same_factor_and_keeps_each_schedule
     recipe = get_recipe("sat", "2")
     cpu = recipe.cpu
     plan = make_plan("sat", "2", scale="cpu", out=tmp_path, data_dir=digits, device="cpu")
-    factor = cpu["epochs"] / recipe.train["epochs"]  # 6 / 70
+    factor = cpu["epochs"] / recipe.train["epochs"]  # 20 / 70
     assert len(plan.runs) == 12 and plan.dataset == "mnist" and plan.model == "sat-cnn" and plan.n_eval == cpu["n_eval"]
     assert not any(p.base for p in plan.runs) and not any(p.init for p in plan.runs)  # from scratch, as the paper
     for p in plan.runs:
         o = p.options
         # 1,497 training digits less the default validation split (10%: 149) = 1,348 < the scale's 2,000: all of them
         assert o["epochs"] == cpu["epochs"] and o["n_train"] == 1348 < cpu["n_train"] and o["data_dir"] == str(digits)
-        # the paper's milestones 40, 50, 60 of 70 epochs -> 3.4, 4.3, 5.1 of 6 -> 3, 4, 5
-        assert o["milestones"] == [3, 4, 5] and o["lr"] == recipe.train["lr"] and o["momentum"] == 0.9
+        # the paper's milestones 40, 50, 60 of 70 epochs -> 11.4, 14.3, 17.1 of 20 -> 11, 14, 17
+        assert o["milestones"] == [11, 14, 17] and o["lr"] == recipe.train["lr"] and o["momentum"] == 0.9
+        # the shared budget: batch 32 (the paper: 128) and the eps ramp, the same for every row
+        assert o["batch_size"] == 32 != recipe.train["batch_size"] and o["eps_warmup"] == cpu["eps_warmup"] == 8.0
         assert p.suites[0][0] == f"autoattack-smoke{cpu['n_eval']}"
-        if o["defense"] in ("h-sat", "p-sat"):  # the lambda ramp over epochs 30-70 (scale 1) -> scale 6/70
+        if o["defense"] in ("h-sat", "p-sat"):  # the lambda steps at epochs 30, 45, 60 (scale 1) -> scale 20/70
             assert p.settings["defense.schedule_scale"] == pytest.approx(factor, abs=1e-6)
             assert p.settings["defense.schedule_per_iteration"] is True
-        if o["defense"] == "dat":  # FOSC threshold decays over 80 epochs -> 80 x 6/70
+        if o["defense"] == "dat":  # FOSC threshold decays over 80 epochs -> 80 x 20/70
             assert p.settings["defense.fosc_epochs"] == pytest.approx(80 * factor, abs=1e-5)
         if o["defense"] == "pgd-at":
             assert p.settings["defense.steps"] == 10  # the paper's 10 steps, not capped
     text = plan.describe()
-    assert "at cpu scale" in text and "shortened to 6 epochs of 70 on 2000 training images" in text
+    assert "at cpu scale" in text and "shortened to 20 epochs of 70 on 2000 training images" in text
+    assert "batch 32 for every row; every row's training eps ramps from 0 over its first 8.0 epochs" in text
     assert "mnist holds 1348 training images (after the validation split): runs asking for more (2000)" in text
 
 

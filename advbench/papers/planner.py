@@ -70,7 +70,10 @@ def cpu_recipe(recipe: TableRecipe) -> TableRecipe:
             out["milestones"] = sorted({max(1, round(int(m) * factor)) for m in out["milestones"]})
         return out
 
-    train = {**shorter(recipe.train), "n_train": int(cpu["n_train"])}
+    # the budget every row shares (a CPU hour's optimizer steps and the eps ramp that lets training leave the
+    # large-eps plateau in them), stated in the cpu note: the same for every row, as the rule asks
+    shared = {k: cpu[k] for k in ("batch_size", "eps_warmup") if k in cpu}
+    train = {**shorter(recipe.train), "n_train": int(cpu["n_train"]), **shared}
     rows: dict[str, RowRecipe | str] = {}
     for label, row in recipe.rows.items():
         if not isinstance(row, RowRecipe):

@@ -128,6 +128,10 @@ def cpu_text(cpu: dict[str, Any]) -> str:
     of = f" of {cpu['paper_epochs']}" if cpu.get("paper_epochs") else ""
     text = (f"the paper's recipe from scratch, shortened to {cpu.get('epochs')} epochs{of} on {cpu.get('n_train')} "
             "training images (milestones and epoch-based curricula scaled in proportion)")
+    if cpu.get("batch_size"):
+        text += f"; batch {cpu['batch_size']} for every row"
+    if cpu.get("eps_warmup"):
+        text += f"; every row's training eps ramps from 0 over its first {cpu['eps_warmup']} epochs"
     if cpu.get("train_attack_steps"):
         text += f"; training attacks <= {cpu['train_attack_steps']} steps"
     text += f"; n_eval {cpu.get('n_eval')} (expensive attacks in their smoke variant)"
