@@ -11,7 +11,7 @@ from advbench.papers.plan import make_plan
 from advbench.papers.recipes import get_recipe
 
 pytest.importorskip("sklearn")
-from digits import write_digits_mnist  # noqa: E402
+from digits import N_TEST, write_digits_mnist  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,9 @@ def test_cpu_scale_shortens_every_row_by_the_same_factor_and_keeps_each_schedule
     cpu = recipe.cpu
     plan = make_plan("sat", "2", scale="cpu", out=tmp_path, data_dir=digits, device="cpu")
     factor = cpu["epochs"] / recipe.train["epochs"]  # 20 / 70
-    assert len(plan.runs) == 12 and plan.dataset == "mnist" and plan.model == "sat-cnn" and plan.n_eval == cpu["n_eval"]
+    assert len(plan.runs) == 12 and plan.dataset == "mnist" and plan.model == "sat-cnn"
+    # the digits' 300 test images < the scale's 500: every run is attacked on all of them (was: an error after training)
+    assert plan.n_eval == N_TEST == 300 < cpu["n_eval"] and all(p.n_eval == 300 for p in plan.runs)
     assert not any(p.base for p in plan.runs) and not any(p.init for p in plan.runs)  # from scratch, as the paper
     for p in plan.runs:
         o = p.options
@@ -34,7 +36,7 @@ def test_cpu_scale_shortens_every_row_by_the_same_factor_and_keeps_each_schedule
         assert o["milestones"] == [11, 14, 17] and o["lr"] == recipe.train["lr"] and o["momentum"] == 0.9
         # the shared budget: batch 32 (the paper: 128) and the eps ramp, the same for every row
         assert o["batch_size"] == 32 != recipe.train["batch_size"] and o["eps_warmup"] == cpu["eps_warmup"] == 8.0
-        assert p.suites[0][0] == f"autoattack-smoke{cpu['n_eval']}"
+        assert p.suites[0][0] == "autoattack-smoke300"
         if o["defense"] in ("h-sat", "p-sat"):  # the lambda steps at epochs 30, 45, 60 (scale 1) -> scale 20/70
             assert p.settings["defense.schedule_scale"] == pytest.approx(factor, abs=1e-6)
             assert p.settings["defense.schedule_per_iteration"] is True
@@ -46,6 +48,7 @@ def test_cpu_scale_shortens_every_row_by_the_same_factor_and_keeps_each_schedule
     assert "at cpu scale" in text and "shortened to 20 epochs of 70 on 2000 training images" in text
     assert "batch 32 for every row; every row's training eps ramps from 0 over its first 8.0 epochs" in text
     assert "mnist holds 1348 training images (after the validation split): runs asking for more (2000)" in text
+    assert "mnist holds 300 test images: the attacks run on all of them (the scale asks for 500)" in text
 
 
 def test_cpu_scale_on_a_table_without_one_is_a_user_error(capsys):

@@ -23,6 +23,7 @@ from advbench.papers.planned import (
     dataset_available,
     existing_runs,
     run_hash,
+    test_available,
     train_available,
 )
 from advbench.papers.recipes import SOURCE_SEED_OFFSET, RowRecipe, TableRecipe, smoke_train_options
@@ -124,6 +125,11 @@ class Planner:
         self.available = train_available(self.dataset, data_dir) if scale != "paper" else None
         self.model = model or (sm["model"] if self.smoke_scale else recipe.model)
         self.n_eval = int(sm["n_eval"]) if self.smoke_scale else recipe.n_eval
+        #: ... and fewer test images than the scale attacks: every run is then attacked on all of them
+        held = test_available(self.dataset, data_dir) if scale != "paper" else None
+        short_test = held is not None and held < self.n_eval
+        if short_test:
+            wanted_eval, self.n_eval = self.n_eval, held
         self.suites = recipe.suites
         if self.smoke_scale:
             self.suites = tuple((smoke_suite(s[0], int(sm["n_eval_expensive"]), self.n_eval), *s[1:])
@@ -140,6 +146,9 @@ class Planner:
             self.plan.notes.append(f"{self.dataset} holds {self.available} training images (after the validation "
                                    f"split): runs asking for more ({', '.join(map(str, sorted(set(wanted))))}) train "
                                    "on all of them")
+        if short_test:
+            self.plan.notes.append(f"{self.dataset} holds {held} test images: the attacks run on all of them (the "
+                                   f"scale asks for {wanted_eval})")
         self.existing = existing_runs(out)  # a run made for another table with the same config is reused
         self.extra: dict[tuple[str, int], PlannedRun | None] = {}  # independently trained transfer sources
         self.bases: dict[tuple[int, str], PlannedRun] = {}  # (seed, model) -> the standard run rows fine-tune from
