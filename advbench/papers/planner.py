@@ -44,6 +44,8 @@ def smoke_overrides(row: RowRecipe, sm: dict[str, Any], paper_epochs: int) -> di
     factor = int(sm["epochs"]) / max(1, int(paper_epochs))
     for name in defense.epoch_options:
         value = row.options.get(name, fields[name].default) if name in fields else None
+        if value is None and name in fields:  # a default that depends on other options (AWP's per-base warm-up)
+            value = _resolved_option(defense, row.options, name)
         if isinstance(value, bool) or not isinstance(value, int | float) or value == 0:
             continue
         scaled = value * factor
@@ -52,6 +54,14 @@ def smoke_overrides(row: RowRecipe, sm: dict[str, Any], paper_epochs: int) -> di
         out["schedule_per_iteration"] = True
     return out
 
+
+
+def _resolved_option(defense: Any, options: dict[str, Any], name: str) -> Any:
+    """The value option ``name`` takes when left at None (the Options' ``resolved``; None when it has none). Without
+    it TRADES-AWP's 10 warm-up epochs (its base's default) were not compressed at smoke scale and the weight
+    perturbation never switched on in a 3-epoch run."""
+    resolve = getattr(defense.Options, "resolved", None)
+    return resolve(defense.Options(**options), name) if resolve is not None else None
 
 
 def cpu_recipe(recipe: TableRecipe) -> TableRecipe:
