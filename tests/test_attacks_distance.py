@@ -291,3 +291,63 @@ def test_distance_curves_plot_pools_the_stored_distances(tmp_path):
     path = distance_curves(frame, tmp_path / "plots" / "distance_curves.png")
     assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert distance_curves(frame[frame["suite"] != "distance"], tmp_path / "none.png") is None
+
+
+def _count_searches(monkeypatch):
+    from advbench.attacks import distances
+
+    calls = []
+    original = distances.DistanceAttack.distances
+
+    def counted(self, model, x, y, generator):
+        calls.append(type(self).__name__)
+        return original(self, model, x, y, generator)
+
+    monkeypatch.setattr(distances.DistanceAttack, "distances", counted)
+    monkeypatch.setattr(distances, "_MEMO", type(distances._MEMO)())
+    return calls
+
+
+def test_a_suite_at_several_eps_searches_each_batch_once_and_agrees_with_one_eps_alone(tmp_path, monkeypatch):
+    """The second eps of a suite reads the first one's distances (the search does not depend on eps); the stored
+    distances equal those of each eps evaluated alone in a fresh process-state (so a resumed evaluation, which
+    starts with nothing remembered, gives the same result), and correctness at each eps is d > eps."""
+    model, x, y, _ = _binary(48)
+    suite = Suite("d", (SuiteEntry("Linf", "min-dist", {"bisection": 8, "steps": 5}, norm="linf"),))
+    threats = [ThreatModel("linf", 2 / 255, "2/255"), ThreatModel("linf", 8 / 255, "8/255")]
+    calls = _count_searches(monkeypatch)
+    both = evaluate_suite(model, (x, y), EvalJob(suite, threats, n_eval=48, batch_size=24, hygiene=False),
+                          tmp_path / "both" / "attacks" / "d.json", device=torch.device("cpu"))
+    assert calls == ["MinDist"] * 2  # 2 batches, each searched once for both eps
+    r2, r8 = both["results"]
+    assert r2["per_sample"]["distance"] == r8["per_sample"]["distance"]
+    dist = r2["per_sample"]["distance"]
+    for r, t in ((r2, threats[0]), (r8, threats[1])):
+        assert r["correct"] == [int(d is None or d > t.eps) for d in dist]
+    for t, r in zip(threats, (r2, r8), strict=True):
+        calls.clear()
+        from advbench.attacks import distances
+        distances._MEMO.clear()
+        alone = evaluate_suite(model, (x, y), EvalJob(suite, [t], n_eval=48, batch_size=24, hygiene=False),
+                               tmp_path / t.eps_text.replace("/", "-") / "attacks" / "d.json",
+                               device=torch.device("cpu"))
+        assert len(calls) == 2 and alone["results"][0]["per_sample"]["distance"] == dist
+        assert alone["results"][0]["correct"] == r["correct"]
+
+
+def test_remembered_distances_are_not_returned_for_changed_weights_or_another_batch(monkeypatch):
+    from advbench.attacks.distances import _remembered
+
+    model, x, y, _ = _binary(16)
+    attack = build_attack("deepfool", ThreatModel("l2", 0.5, "0.5"), {})
+    calls = _count_searches(monkeypatch)
+    d1 = _remembered(attack, model, x, y, None)[0]
+    assert torch.equal(_remembered(attack, model, x, y, None)[0], d1) and len(calls) == 1
+    _remembered(attack, model, x[:8], y[:8], None)
+    assert len(calls) == 2  # another batch
+    with torch.no_grad():  # the same model object with its sign flipped: the correct points are now the wrong ones
+        model.w.neg_()
+        model.b.neg_()
+    d2 = _remembered(attack, model, x, y, None)[0]
+    assert len(calls) == 3
+    assert bool((d2[d1 > 0] == 0).all()) and bool((d2[d1 == 0] > 0).all())

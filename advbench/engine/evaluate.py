@@ -3,7 +3,8 @@
 Suites are evaluated on the first ``n_eval`` test images in order, batch by batch. After every batch
 the per-sample results so far are written atomically to ``attacks/.<suite>.partial.json``; a killed
 evaluation resumes from there and gives the same per-sample result as an uninterrupted one, because
-every batch's randomness comes from a generator seeded by (seed, attack, eps, batch index). Attacks
+every batch's randomness comes from a generator seeded by (seed, attack, eps, batch index; a minimum-distance
+attack's without the eps, so its distances are one set for every eps). Attacks
 with internal progress (AutoAttack) keep per-batch state files in ``attacks/.<suite>.state/``.
 
 Sharded (``torchrun`` or ``advbench attack --nproc N``): rank r of W evaluates global batches r, r + W,
@@ -151,8 +152,13 @@ class _ShardPass:
                 record["top5"] = [int(c) for c in top5.tolist()]
         else:
             attack.context.batch = b
-            gen = make_generator(x.device, self.job.seed, key, threat.eps_text, b)
-            with seeded_model_rng(x.device, self.job.seed, key, threat.eps_text, b):  # a randomized model's noise
+            # a minimum-distance attack's search does not depend on eps: seeded without it, its distances are
+            # the same at every eps of the suite (and computed once, see advbench.attacks.distances._remembered)
+            seed_key, eps_seed = key, threat.eps_text
+            if getattr(attack, "measures_distance", False):  # the entry's key without its "@eps" and no eps
+                seed_key, eps_seed = key.removesuffix(f"@{threat.eps_text}"), "any eps"
+            gen = make_generator(x.device, self.job.seed, seed_key, eps_seed, b)
+            with seeded_model_rng(x.device, self.job.seed, seed_key, eps_seed, b):  # a randomized model's noise
                 res = attack(self.model, x, y, generator=gen)
             correct = res.correct
             record = attack_batch_record(res, x, threat.norm)
