@@ -85,7 +85,7 @@ def _table_meta(plan: Plan) -> dict[str, Any]:
     return {"paper": plan.recipe.paper, "table": plan.recipe.table, "scale": plan.scale, "dataset": plan.dataset,
             "model": plan.model, "n_eval": plan.n_eval, "substituted": plan.substituted,
             "smoke": {k: v for k, v in plan.smoke.items() if k != "seeds"} if plan.scale == "smoke" else None,
-            **({"cpu": plan.recipe.cpu} if plan.scale == "cpu" else {})}
+            **({"cpu": {**plan.recipe.cpu, "n_eval": plan.n_eval}} if plan.scale == "cpu" else {})}
 
 
 def _log_steps(log: Callable[[str], None] | None) -> OnStep | None:

@@ -144,7 +144,7 @@ class Plan:
         if self.scale == "smoke":
             lines.append(f"  smoke: {smoke_text(self.smoke)}")
         if self.scale == "cpu":
-            lines.append(f"  cpu: {cpu_text(r.cpu)}")
+            lines.append(f"  cpu: {cpu_text({**r.cpu, 'n_eval': self.n_eval})}")
         lines += [f"  block {name}: {text}" for name, text in self.blocks.items()]
         lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  [skip  ] block {name}: {why}" for name, why in self.skipped_blocks.items()]
