@@ -12,15 +12,18 @@ if TYPE_CHECKING:
 #: "For tuning CURE, grad-reg, we chose the regularization strength to be as large as possible while still nearly
 #: matching the clean accuracy of AT" (Sec. 4): a sweep over the strength; "nearly" read as within 2 points
 _AT = "Adv Train (PGD-10)"
-#: smoke scale sweeps a subset that reaches both ends of the paper-scale grid, so the rule has a candidate on each
-#: side of "nearly matching": with CURE at (1, 4) both smoke runs fell to 52% clean (AT 93.6%) and the rule fell
-#: back to the smallest; with Gradient Reg at (0.1, 1) its largest value was exactly as robust as Standard (UL 56.0
-#: both), so SCORPIO Table 2(a)'s smoke grid ranked CURE, not Gradient Reg, least robust (a smoke artifact)
+#: The grids must bracket the rule's answer. CURE's started at 0.5, the scale of the CURE code's lambda (class
+#: default 4, notebook 1), but the ``cure`` defense's default is the paper form (gamma times the per-example mean of
+#: the squared gradient difference), which the code's reduction divides by about B^2 and does not square: at smoke
+#: scale CURE's clean accuracy fell to 52-60% at every lambda in 0.5-4 (AT 93.6%), so the rule fell back to the
+#: smallest value and SCORPIO Table 2(a) ranked CURE, not Gradient Reg, least robust. The grid now reaches 0.01.
+#: Smoke scale sweeps a subset that reaches both ends (Gradient Reg at (0.1, 1) stopped where it equalled Standard).
 _ROWS = {
     "Standard": RowRecipe("standard"),
     "Gradient Reg": RowRecipe("grad-reg", sweep=Sweep("lam", (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0), _AT,
                                                       smoke_values=(0.1, 1.0, 10.0))),
-    "CURE": RowRecipe("cure", sweep=Sweep("lam", (0.5, 1.0, 2.0, 4.0, 8.0, 16.0), _AT, smoke_values=(0.5, 1.0, 4.0))),
+    "CURE": RowRecipe("cure", sweep=Sweep("lam", (0.01, 0.03, 0.1, 0.3, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0), _AT,
+                                          smoke_values=(0.01, 0.1, 1.0))),
     "SCORPIO (FE,N=3)": RowRecipe("scorpio", {"scheme": "fe", "fw_steps": 3}),
     "SCORPIO (CD,N=3)": RowRecipe("scorpio", {"scheme": "cd", "fw_steps": 3}),
     "Adv Train (PGD-10)": RowRecipe("pgd-at", {"steps": 10}),
