@@ -300,8 +300,9 @@ def test_jobs_2_runs_independent_runs_in_processes_and_reruns_skip_them(tmp_path
     rows = ["Gradient Reg", "Adv Train (PGD-10)"]
     _, text = api.reproduce("scorpio", "2b", out=tmp_path, rows=rows, smoke=_TINY, device="cpu", jobs=2, threads=1)
     plan = make_plan("scorpio", "2b", out=tmp_path, rows=rows, smoke=_TINY, device="cpu")
-    # base + Gradient Reg's two smoke sweep values + AT, all completed
-    assert [p.action for p in plan.runs] == ["done"] * 4
+    # base + one run per smoke sweep value of Gradient Reg + AT, all completed
+    n_sweep = len(get_recipe("scorpio", "2b").rows["Gradient Reg"].sweep.smoke_values)
+    assert n_sweep == 3 and [p.action for p in plan.runs] == ["done"] * (2 + n_sweep)
     for p in plan.runs[1:]:
         assert runs.read_json(Path(p.existing) / "summary.json")["status"] == "completed"
         assert (Path(p.existing) / "attacks" / "scorpio.json").is_file()
