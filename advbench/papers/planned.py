@@ -61,26 +61,19 @@ def dataset_available(name: str, data_dir: str | None = None) -> bool:
     return True
 
 
-def train_available(name: str, data_dir: str | None = None) -> int | None:
-    """How many training images a run of dataset ``name`` can use after its default validation split (None for the
-    synthetic dataset, whose size the smoke scale sets, or when the dataset is not on disk)."""
-    return _available(name, data_dir, "n_train_available")
-
-
-def test_available(name: str, data_dir: str | None = None) -> int | None:
-    """How many test images dataset ``name`` holds on disk (None as for :func:`train_available`)."""
-    return _available(name, data_dir, "n_test_available")
-
-
-def _available(name: str, data_dir: str | None, key: str) -> int | None:
+def sizes_available(name: str, data_dir: str | None = None) -> tuple[int | None, int | None]:
+    """(training images a run of dataset ``name`` can use after its default validation split, test images), read
+    with one load; (None, None) for the synthetic dataset, whose size the smoke scale sets, or when the dataset is
+    not on disk."""
     if name == "synthetic":
-        return None
+        return None, None
     from advbench.data import load_splits
 
     try:
-        return int(load_splits(name, data_dir=data_dir, download=False, n_test=1).meta[key])
+        meta = load_splits(name, data_dir=data_dir, download=False, n_test=1).meta
+        return int(meta["n_train_available"]), int(meta["n_test_available"])
     except (UserError, OSError, RuntimeError, KeyError, TypeError, ValueError):
-        return None
+        return None, None
 
 
 @dataclass

@@ -23,8 +23,7 @@ from advbench.papers.planned import (
     dataset_available,
     existing_runs,
     run_hash,
-    test_available,
-    train_available,
+    sizes_available,
 )
 from advbench.papers.recipes import SOURCE_SEED_OFFSET, RowRecipe, TableRecipe, smoke_train_options
 from advbench.papers.suites import smoke_suite
@@ -132,11 +131,10 @@ class Planner:
         self.dataset, substituted = self._dataset(dataset)
         #: a small dataset on disk (scikit-learn's digits as MNIST) holds fewer training images than a scale asks
         #: for: every run then trains on all of them (the plan says so)
-        self.available = train_available(self.dataset, data_dir) if scale != "paper" else None
+        self.available, held = sizes_available(self.dataset, data_dir) if scale != "paper" else (None, None)
         self.model = model or (sm["model"] if self.smoke_scale else recipe.model)
         self.n_eval = int(sm["n_eval"]) if self.smoke_scale else recipe.n_eval
         #: ... and fewer test images than the scale attacks: every run is then attacked on all of them
-        held = test_available(self.dataset, data_dir) if scale != "paper" else None
         short_test = held is not None and held < self.n_eval
         if short_test:
             wanted_eval, self.n_eval = self.n_eval, held
