@@ -78,10 +78,13 @@ def test_create_run_dir_is_atomic_and_stays_inside(tmp_path):
 
 
 def test_two_trainings_with_one_name_at_the_same_moment_both_succeed(tmp_path):
-    """Two processes racing for one --name: each gets its own folder (no FileExistsError)."""
+    """Two processes racing for one --name: each gets its own folder (no FileExistsError).
+
+    ``--fresh``, because without it the second process may legitimately reuse the first one's run when the first
+    has already finished (the same configuration), which would leave one folder and test nothing."""
     import subprocess
 
-    args = [sys.executable, "-m", "advbench", "train", "--name", "race", "--out", str(tmp_path), *TINY]
+    args = [sys.executable, "-m", "advbench", "train", "--fresh", "--name", "race", "--out", str(tmp_path), *TINY]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
