@@ -165,6 +165,9 @@ class TrainConfig:
     # epochs over which the training attacks' eps ramps linearly from 0 to eps, updated every step (0: none); the
     # smoke scale gives every row of a table the same warm-up on handwritten digits (docs/reproducing.md)
     eps_warmup: float = 0.0
+    # where the warm-up starts: "start" (epoch 0) or "attack" (the epoch the defense first trains on perturbed
+    # inputs, Defense.first_attack_epoch: H-SAT's step schedules train on clean images until lambda first rises)
+    eps_warmup_from: Literal["start", "attack"] = "start"
     dataset_options: dict[str, Any] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=dict)
     defense_options: dict[str, Any] = field(default_factory=dict)
@@ -308,7 +311,8 @@ RUNTIME_KEYS = {"amp", "channels_last", "compile", "compile_backend", "cudnn_ben
                 "pin_memory", "data_on_device", "sync_bn", "dist_backend", "mem_every", "save_epochs"}
 #: fields added after runs were first hashed: at these values they are left out of a run's content hash
 #: (:func:`advbench.papers.planned.config_hash`), so existing runs keep their names
-HASH_NEUTRAL = {"save_epochs": [], "eps_warmup": 0.0, "phase_epochs": [], "bias_decay": True}
+HASH_NEUTRAL = {"save_epochs": [], "eps_warmup": 0.0, "phase_epochs": [], "bias_decay": True,
+                "eps_warmup_from": "start"}
 
 
 def run_config(run_dir: str | Path) -> tuple[dict[str, Any], TrainConfig]:

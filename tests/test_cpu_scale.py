@@ -36,17 +36,21 @@ def test_cpu_scale_shortens_every_row_by_the_same_factor_and_keeps_each_schedule
         assert o["milestones"] == [11, 14, 17] and o["lr"] == recipe.train["lr"] and o["momentum"] == 0.9
         # the shared budget: batch 32 (the paper: 128) and the eps ramp, the same for every row
         assert o["batch_size"] == 32 != recipe.train["batch_size"] and o["eps_warmup"] == cpu["eps_warmup"] == 8.0
+        assert o["eps_warmup_from"] == "attack"
         assert p.suites[0][0] == "autoattack-smoke300"
         if o["defense"] in ("h-sat", "p-sat"):  # the lambda steps at epochs 30, 45, 60 (scale 1) -> scale 20/70
             assert p.settings["defense.schedule_scale"] == pytest.approx(factor, abs=1e-6)
             assert p.settings["defense.schedule_per_iteration"] is True
-        if o["defense"] == "dat":  # FOSC threshold decays over 80 epochs -> 80 x 20/70
-            assert p.settings["defense.fosc_epochs"] == pytest.approx(80 * factor, abs=1e-5)
-        if o["defense"] == "pgd-at":
-            assert p.settings["defense.steps"] == 10  # the paper's 10 steps, not capped
+        if o["defense"] == "dat":  # FOSC threshold decays over 30 epochs on MNIST (App. A) -> 30 x 20/70
+            assert p.settings["defense.fosc_epochs"] == pytest.approx(30 * factor, abs=1e-5)
+        if o["defense"] in ("pgd-at", "dat", "h-sat", "p-sat"):  # the paper's 40 x 0.02 -> 10 x 0.08 (0.8 in all)
+            assert p.settings["defense.steps"] == 10 and p.settings["defense.step_size"] == pytest.approx(0.08)
+        if o["defense"] == "trades":  # its KL attack is not stated: the TRADES defaults, not capped
+            assert "defense.steps" not in p.settings and "defense.step_size" not in p.settings
     text = plan.describe()
     assert "at cpu scale" in text and "shortened to 20 epochs of 70 on 2000 training images" in text
-    assert "batch 32 for every row; every row's training eps ramps from 0 over its first 8.0 epochs" in text
+    assert "batch 32 for every row; every row's training eps ramps from 0 over its first 8.0 epochs of attacks" in text
+    assert "training attacks <= 10 steps" in text
     assert "mnist holds 1348 training images (after the validation split): runs asking for more (2000)" in text
     assert "mnist holds 300 test images: the attacks run on all of them (the scale asks for 500)" in text
 
@@ -95,16 +99,23 @@ def test_eps_warmup_ramps_the_training_eps_linearly_and_is_hash_neutral():
     assert run_hash({**opts, "eps_warmup": 0.0}, {}) == run_hash(opts, {}) != run_hash({**opts, "eps_warmup": 1.0}, {})
 
 
-def test_smoke_on_digits_gives_every_row_the_same_warmup_and_the_base_none(digits, tmp_path):
-    from advbench.papers.recipes import SMOKE_BY_DATASET
+def test_smoke_on_digits_trains_every_row_from_scratch_with_the_same_budget(digits, tmp_path):
+    from advbench.papers.recipes import SMOKE, SMOKE_BY_DATASET
 
     plan = make_plan("sat", "2", scale="smoke", out=tmp_path, data_dir=digits, device="cpu", blocks=["0.3"])
     want = SMOKE_BY_DATASET["mnist"]
-    base = [p for p in plan.runs if p.base]
-    rows = [p for p in plan.runs if not p.base]
-    assert len(base) == 1 and "eps_warmup" not in base[0].options and len(rows) == 6
-    assert {p.options["eps_warmup"] for p in rows} == {want["eps_warmup"]}
-    assert {p.options["epochs"] for p in rows} == {want.get("epochs", 3)}
-    assert f"ramps from 0 over its first {want['eps_warmup']} epochs" in plan.describe()
+    assert want["from_scratch"] and not any(p.base for p in plan.runs) and len(plan.runs) == 6
+    assert not any(p.init or p.options.get("init_from") for p in plan.runs)  # no base run to fine-tune from
+    assert {p.options["eps_warmup"] for p in plan.runs} == {want["eps_warmup"]}
+    assert {p.options["eps_warmup_from"] for p in plan.runs} == {"attack"}
+    assert {p.options["epochs"] for p in plan.runs} == {want["epochs"]}
+    assert {p.options["lr"] for p in plan.runs} == {SMOKE["lr"]}  # TRADES too: lr_reg is for fine-tuning
+    text = plan.describe()
+    assert "every row trained from scratch for 10 epochs" in text and "base run" not in text
+    assert f"ramps from 0 over its first {want['eps_warmup']} epochs of attacks" in text
+    assert "(2000, 4000)" not in text  # the base run's image count is not asked for
+    # the paper's training PGD (40 x 0.02) capped at 10 steps keeps its 0.8 in all: 10 x 0.08
+    at = next(p for p in plan.runs if p.options["defense"] == "pgd-at")
+    assert at.settings["defense.steps"] == 10 and at.settings["defense.step_size"] == pytest.approx(0.08)
     syn = make_plan("sat", "2", scale="smoke", out=tmp_path, device="cpu", blocks=["0.3"])  # synthetic: unchanged
     assert all(p.options.get("eps_warmup", 0.0) == 0.0 for p in syn.runs)

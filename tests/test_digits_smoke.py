@@ -1,9 +1,10 @@
 """Real handwritten digits (scikit-learn's 1,797 8x8 digits as MNIST idx files): the mnist loader reads them, and
-a real-digit smoke grid of SAT Table 2 through `advbench reproduce --data-dir` puts every defense above the
+a real-digit smoke grid of SAT Table 2 through `advbench reproduce --data-dir` puts its defenses above the
 standard model under attack."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -45,16 +46,21 @@ def test_digits_are_read_by_the_mnist_loader_as_written(tmp_path):
     assert (x_test[:, 0, :4].max() == 0) and (x_test[:, 0, :, 24:].max() == 0)  # MNIST's empty border
 
 
-#: the rows the CI grid trains (the whole block takes ~5 min on 2 busy cores): the baseline and the paper's P-SAT
-ROWS = ("AT [23]", "P-SAT (ours)")
+#: the rows the CI grid trains: TRADES, which was not above the standard model before this scale trained from
+#: scratch, and the paper's P-SAT. The whole block takes 5 min on 2 quiet cores, more than the suite's budget
+#: allows; docs/reproducing.md has its grid (every row the paper finds robust above the standard model; H-SAT only
+#: just, 5% against 0%, which a CI assertion could not tell from noise).
+ROWS = ("TRADES [36]", "P-SAT (ours)")
 
 
-def test_real_digit_smoke_grid_puts_every_defense_above_the_standard_model(tmp_path, capsys):
-    """SAT Table 2, block eps 0.3, at smoke scale on the real digits, through the CLI; the standard base run is
-    attacked with the same suite. Every defense learns (clean accuracy > 70%) and its AutoAttack accuracy is above
-    the standard model's by more than 1.96 standard errors (measured: AT 35%, P-SAT 32%, standard 0% on 100 test
-    digits; 277 s on 2 busy cores)."""
+def test_real_digit_smoke_grid_puts_trades_and_p_sat_above_the_standard_model(tmp_path, capsys):
+    """SAT Table 2, block eps 0.3, at smoke scale on the real digits, through the CLI: every row trained from
+    scratch with the same budget; a standard model with that budget is attacked with the same suite. Every row
+    learns (clean accuracy > 70%) and its AutoAttack accuracy is above the standard model's by more than 1.96
+    standard errors (measured: TRADES 55%, P-SAT 60%, standard 0% on 100 test digits)."""
     from advbench.cli import main
+    from advbench.config import run_config
+    from advbench.engine.train import start_run
 
     data = write_digits_mnist(tmp_path / "data")
     out = tmp_path / "runs"
@@ -67,18 +73,22 @@ def test_real_digit_smoke_grid_puts_every_defense_above_the_standard_model(tmp_p
     assert "mnist" in grid["caption"] and "synthetic" not in grid["caption"]
     adv = {c["row"]: c["measured"] for c in grid["cells"] if c["column"] == "0.3 / Adv" and c["row"] in ROWS}
     clean = {c["row"]: c["measured"] for c in grid["cells"] if c["column"] == "0.3 / Clean" and c["row"] in ROWS}
-    base = next(p for p in (out / "smoke-base").iterdir() if p.name.startswith("standard-base"))
-    row_result = json.loads(next((out / "sat-table2-smoke").glob("*/attacks/autoattack*.json")).read_text())
+    # the standard model: a row's run with its defense and eps ramp taken away (the same data, model, budget)
+    row_run = next((out / "sat-table2-smoke").glob("p-sat-*"))
+    _, cfg = run_config(row_run)
+    cfg = dataclasses.replace(cfg, defense="standard", defense_options={}, eps_warmup=0.0, eps_warmup_from="start")
+    standard, _ = start_run(cfg, out=tmp_path / "standard", name="standard")
+    row_result = json.loads(next(row_run.glob("attacks/autoattack*.json")).read_text())
     suite, n_eval = row_result["suite"], row_result["n_eval"]
-    assert main(["attack", str(base), "--suite", suite, "--n-eval", str(n_eval), "--device", "cpu"]) == 0
+    assert main(["attack", str(standard), "--suite", suite, "--n-eval", str(n_eval), "--device", "cpu"]) == 0
     capsys.readouterr()
-    std = json.loads((base / "attacks" / f"{suite}.json").read_text())
+    std = json.loads((standard / "attacks" / f"{suite}.json").read_text())
     standard_adv = 100 * next(r["accuracy"] for r in std["results"] if r["label"] == "AutoAttack")
     elapsed = time.monotonic() - start
-    print(f"real-digit smoke grid: {elapsed:.0f} s; standard {standard_adv:.1f}; defenses {adv}")
+    print(f"real-digit smoke grid: {elapsed:.0f} s; standard {standard_adv:.1f}; clean {clean}; AutoAttack {adv}")
     n = next(r.get("n", std["n_eval"]) for r in std["results"] if r["label"] == "AutoAttack")
     assert set(clean) == set(ROWS) and all(clean[row] > 70.0 for row in ROWS), clean  # every row learns
-    for row, value in adv.items():
-        p, q = value / 100, standard_adv / 100
+    for row in ROWS:
+        p, q = adv[row] / 100, standard_adv / 100
         se = 100 * math.sqrt(p * (1 - p) / n + q * (1 - q) / n)
-        assert value - standard_adv > 1.96 * se, f"{row} {value:.1f} vs standard {standard_adv:.1f} (SE {se:.1f})"
+        assert adv[row] - standard_adv > 1.96 * se, f"{row} {adv[row]:.1f} vs standard {standard_adv:.1f} (SE {se:.1f})"

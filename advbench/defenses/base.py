@@ -119,6 +119,12 @@ class Defense:
         fine-tuning lr the regularizer wipes out much of the base model's accuracy in the first epoch."""
         return False
 
+    def first_attack_epoch(self) -> float:
+        """The (fractional) epoch from which this defense trains on perturbed inputs: 0 for almost all; H-SAT
+        under a schedule that starts at lambda = 0 trains on clean images until then (``--set
+        eps_warmup_from=attack`` starts the eps warm-up there). ``inf``: it never perturbs."""
+        return 0.0
+
     def __init__(self, threat: ThreatModel, options: Any | None = None, **overrides: Any) -> None:
         self.threat = threat
         opts = options if options is not None else self.Options()

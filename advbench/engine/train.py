@@ -276,7 +276,9 @@ class Trainer:
                           num_classes=self.splits.info.num_classes, idx=idx, optim=self.optimizer)
         lr = cfg.lr * lr_factor(cfg, ctx.progress)
         if cfg.eps_warmup > 0:  # the training attacks' eps at the end of this step of the warm-up
-            self.defense.threat = eps_at(self.threat, cfg.eps_warmup, ctx.progress + 1 / max(1, self.steps_per_epoch))
+            origin = self.defense.first_attack_epoch() if cfg.eps_warmup_from == "attack" else 0.0
+            done = ctx.progress + 1 / max(1, self.steps_per_epoch) - origin
+            self.defense.threat = eps_at(self.threat, cfg.eps_warmup, max(0.0, done))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if cfg.channels_last and x.dim() == 4:

@@ -27,9 +27,11 @@ from advbench.papers.planned import (
 )
 from advbench.papers.recipes import SOURCE_SEED_OFFSET, RowRecipe, TableRecipe, smoke_train_options
 from advbench.papers.suites import smoke_suite
+from advbench.threat import parse_eps
 
 
-def smoke_overrides(row: RowRecipe, sm: dict[str, Any], paper_epochs: int) -> dict[str, Any]:
+def smoke_overrides(row: RowRecipe, sm: dict[str, Any], paper_epochs: int, eps: str | float | None = None
+                    ) -> dict[str, Any]:
     """Defense options smoke scale changes: the training attack's ``steps`` capped at ``train_attack_steps``;
     the options the defense measures in epochs (its ``epoch_options``: SAT's lambda ramp, DAT's FOSC decay, AWP
     warm-up) compressed into the smoke epochs and updated per iteration."""
@@ -40,6 +42,13 @@ def smoke_overrides(row: RowRecipe, sm: dict[str, Any], paper_epochs: int) -> di
         steps = row.options.get("steps", fields["steps"].default)
         if isinstance(steps, int) and steps > int(sm["train_attack_steps"]):
             out["steps"] = int(sm["train_attack_steps"])
+            step = row.options.get("step_size")
+            radius = parse_eps(row.eps if row.eps is not None else eps)[0] if (row.eps or eps) is not None else None
+            if isinstance(step, int | float) and not isinstance(step, bool) and radius is not None \
+                    and out["steps"] * step < radius:
+                # a step size the paper gives for its K steps, too small for the capped attack to reach the ball's
+                # edge (SAT's MNIST 40 x 0.02 capped at 10: 0.2 < 0.3): the capped attack keeps the paper's K x step
+                out["step_size"] = round(step * steps / out["steps"], 6)
     factor = int(sm["epochs"]) / max(1, int(paper_epochs))
     for name in defense.epoch_options:
         value = row.options.get(name, fields[name].default) if name in fields else None
@@ -82,7 +91,7 @@ def cpu_recipe(recipe: TableRecipe) -> TableRecipe:
 
     # the budget every row shares (a CPU hour's optimizer steps and the eps ramp that lets training leave the
     # large-eps plateau in them), stated in the cpu note: the same for every row, as the issue's rule asks
-    shared = {k: cpu[k] for k in ("batch_size", "eps_warmup") if k in cpu}
+    shared = {k: cpu[k] for k in ("batch_size", "eps_warmup", "eps_warmup_from") if k in cpu}
     train = {**shorter(recipe.train), "n_train": int(cpu["n_train"]), **shared}
     rows: dict[str, RowRecipe | str] = {}
     for label, row in recipe.rows.items():
@@ -91,7 +100,7 @@ def cpu_recipe(recipe: TableRecipe) -> TableRecipe:
             continue
         epochs = int({**recipe.train, **row.train}.get("epochs", paper_epochs))
         sm = {"epochs": max(1, round(epochs * factor)), "train_attack_steps": int(cpu.get("train_attack_steps", 10**6))}
-        rows[label] = dataclasses.replace(row, options={**row.options, **smoke_overrides(row, sm, epochs)},
+        rows[label] = dataclasses.replace(row, options={**row.options, **smoke_overrides(row, sm, epochs, recipe.eps)},
                                           train=shorter(row.train))
     blocks = tuple(dataclasses.replace(b, train=shorter(b.train), n_eval=int(cpu["n_eval"]) if b.n_eval else None)
                    for b in recipe.blocks)
@@ -148,7 +157,8 @@ class Planner:
             (c.method, {"norm": c.norm, "radii": c.radii, "name": c.name, **c.options,
                         **(c.smoke if self.smoke_scale else {})}) for c in recipe.certify)
         self.plan = Plan(recipe, scale, self.out_dir, self.dataset, self.model, self.n_eval, substituted, smoke=sm)
-        wanted = [int(sm["n_train"]), int(sm.get("base_n_train", sm["n_train"]))] if self.smoke_scale else [
+        wanted = [int(sm["n_train"]), *([] if sm.get("from_scratch") else [int(sm.get("base_n_train", sm["n_train"]))])
+                  ] if self.smoke_scale else [
             int(recipe.train.get("n_train") or 0)]
         if self.available is not None and max(wanted) > self.available:
             self.plan.notes.append(f"{self.dataset} holds {self.available} training images (after the validation "
@@ -227,10 +237,11 @@ class Planner:
         train = {**self.recipe.train, **row.train}
         opts = self._capped({**self.base_options(seed, net), **smoke_train_options(train, self.sm, base=False),
                              "defense": row.defense, **threat})
-        if DEFENSES.get(row.defense).smoke_low_lr(row.options):
+        scratch = bool(self.sm.get("from_scratch"))
+        if DEFENSES.get(row.defense).smoke_low_lr(row.options) and not scratch:
             opts["lr"] = self.sm.get("lr_reg", self.sm["lr"])
-        overrides = smoke_overrides(row, self.sm, int(train.get("epochs", 100)))
-        return opts, overrides, not (row.defense == "standard" and not row.options)
+        overrides = smoke_overrides(row, self.sm, int(train.get("epochs", 100)), self.recipe.eps)
+        return opts, overrides, not scratch and not (row.defense == "standard" and not row.options)
 
     def source_of(self, seed: int, net: str) -> str | None:
         """Hash of the table's default transfer source of a row (``source="standard"``: an independently trained
