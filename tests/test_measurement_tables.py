@@ -45,7 +45,9 @@ def test_rat_table6_cost_grid_shows_ratios_to_trades_at_smoke_scale(tmp_path):
         assert grid.layout.cells[(row, "Time/Epoch")].value == pytest.approx(want)
     assert printed[(trades, "Time/Epoch")].value > 1000  # the cached layout keeps the absolute values
     cheapest = min(v[0] for (_, c), v in grid.values.items() if c == "Time/Epoch")
-    assert {grid.values[(r, "Time/Epoch")][0] for r in grid.best()["Time/Epoch"]} == {cheapest}  # bold: cheapest
+    # bold: the cheapest, and any row that ties it at the printed 2 decimals (two measured times can: 0.875, 0.877)
+    times = {r: v[0] for (r, c), v in grid.values.items() if c == "Time/Epoch"}
+    assert grid.best()["Time/Epoch"] == {r for r, t in times.items() if round(t, 2) == round(cheapest, 2)}
 
 
 def test_sat_table2_fills_each_eps_block_from_its_own_runs(tmp_path):
