@@ -20,7 +20,7 @@ from advbench.attacks.training import pgd_examples
 from advbench.core.passes import module_mode
 from advbench.defenses.base import DEFENSES, StepContext, accuracy, check_positive
 from advbench.defenses.input_gradients import LossFn, ce_per_sample
-from advbench.defenses.sat_curriculum import LINEAR_SCHEDULES, STEP_BREAKPOINTS, LambdaCurriculum, SATOptions
+from advbench.defenses.sat_curriculum import LambdaCurriculum, SATOptions, first_positive_epoch
 from advbench.defenses.weight_perturbation import preserved_buffers
 from advbench.errors import UserError
 from advbench.threat import ThreatModel
@@ -213,16 +213,8 @@ class HSAT(LambdaCurriculum):
         o = self.options
         if o.rand_init_unselected != "clean" or o.rank_scope != "batch":
             return 0.0
-        name = self.linear_schedule if o.lambda_schedule == "linear" else o.lambda_schedule
-        if self.lam(0.0) > 0:
-            return 0.0
-        if name == "constant":
-            return math.inf
-        if name in STEP_BREAKPOINTS:  # λ > 0 from the first breakpoint on
-            first = o.schedule_scale * STEP_BREAKPOINTS[name][0]
-            return first if o.schedule_per_iteration else float(math.ceil(first))
-        first = o.schedule_scale * LINEAR_SCHEDULES[name][2]  # a ramp from 0: λ > 0 just after its start
-        return first if o.schedule_per_iteration else float(math.floor(first) + 1)
+        return first_positive_epoch(self.schedule_name, scale=o.schedule_scale, constant=o.lam,
+                                    per_iteration=o.schedule_per_iteration)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, lam: float) -> tuple[torch.Tensor, Any]:
         """H-SAT's adversarial batch at difficulty ``lam``: clean x at λ = 0 (default), PGD-AT's at λ = 1."""

@@ -6,6 +6,7 @@ A helper module: it registers no defense (``p_sat.py`` and ``h_sat.py`` do).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -53,6 +54,22 @@ def sat_lambda(schedule: str, epoch: float, *, scale: float = 1.0, constant: flo
     raise UserError(f"unknown lambda schedule '{schedule}'; choose one of {', '.join(sorted(_SCHEDULES))}")
 
 
+def first_positive_epoch(schedule: str, *, scale: float = 1.0, constant: float = 1.0,
+                         per_iteration: bool = True) -> float:
+    """The first epoch at which :func:`sat_lambda` is above 0 (0 when it starts above 0; ``inf`` when it never
+    is). A step schedule rises at its first breakpoint; a linear one from 0 just after its ramp starts. With λ
+    updated per epoch (integer epochs), the first whole epoch where it is."""
+    if sat_lambda(schedule, 0.0, scale=scale, constant=constant) > 0:
+        return 0.0
+    if schedule == "constant":
+        return math.inf
+    if schedule in STEP_BREAKPOINTS:
+        first = scale * STEP_BREAKPOINTS[schedule][0]
+        return first if per_iteration else float(math.ceil(first))
+    first = scale * LINEAR_SCHEDULES[schedule][2]
+    return first if per_iteration else float(math.floor(first) + 1)
+
+
 @dataclass
 class LambdaSchedule:
     """The λ schedule fields of P-SAT and H-SAT, listed before the training attack's options."""
@@ -87,11 +104,16 @@ class LambdaCurriculum(Defense):
     #: the schedule ``lambda_schedule = "linear"`` stands for (each method has its own, App. A)
     linear_schedule = "linear-psat"
 
+    @property
+    def schedule_name(self) -> str:
+        """The configured schedule, with ``linear`` resolved to this method's own linear schedule."""
+        o = self.options
+        return self.linear_schedule if o.lambda_schedule == "linear" else o.lambda_schedule
+
     def lam(self, epoch: float) -> float:
         """λ at (fractional) ``epoch`` under the configured schedule."""
         o = self.options
-        name = self.linear_schedule if o.lambda_schedule == "linear" else o.lambda_schedule
-        return sat_lambda(name, epoch, scale=o.schedule_scale, constant=o.lam)
+        return sat_lambda(self.schedule_name, epoch, scale=o.schedule_scale, constant=o.lam)
 
     def lam_at(self, ctx: StepContext) -> float:
         """λ for this step (per epoch unless ``schedule_per_iteration``)."""
@@ -99,9 +121,7 @@ class LambdaCurriculum(Defense):
 
     def describe(self) -> dict[str, Any]:
         """Options plus the schedule actually used and the step size."""
-        o = self.options
-        name = self.linear_schedule if o.lambda_schedule == "linear" else o.lambda_schedule
-        return {**super().describe(), "resolved": {"lambda_schedule": name, "step_size": self.alpha}}
+        return {**super().describe(), "resolved": {"lambda_schedule": self.schedule_name, "step_size": self.alpha}}
 
     def on_epoch_start(self, epoch: int, model: nn.Module) -> dict[str, float]:
         """Record the epoch's λ."""

@@ -43,9 +43,9 @@ def smoke_overrides(row: RowRecipe, sm: dict[str, Any], paper_epochs: int, eps: 
         if isinstance(steps, int) and steps > int(sm["train_attack_steps"]):
             out["steps"] = int(sm["train_attack_steps"])
             step = row.options.get("step_size")
-            radius = parse_eps(row.eps if row.eps is not None else eps)[0] if (row.eps or eps) is not None else None
+            radius = row.eps if row.eps is not None else eps
             if isinstance(step, int | float) and not isinstance(step, bool) and radius is not None \
-                    and out["steps"] * step < radius:
+                    and out["steps"] * step < parse_eps(radius)[0]:
                 # a step size the paper gives for its K steps, too small for the capped attack to reach the ball's
                 # edge (SAT's MNIST 40 x 0.02 capped at 10: 0.2 < 0.3): the capped attack keeps the paper's K x step
                 out["step_size"] = round(step * steps / out["steps"], 6)
@@ -93,6 +93,8 @@ def cpu_recipe(recipe: TableRecipe) -> TableRecipe:
     # large-eps plateau in them), stated in the cpu note: the same for every row, as the rule asks
     shared = {k: cpu[k] for k in ("batch_size", "eps_warmup", "eps_warmup_from") if k in cpu}
     train = {**shorter(recipe.train), "n_train": int(cpu["n_train"]), **shared}
+    # a row's options serve every eps block: a capped training attack must reach the largest ball
+    largest_eps = max((recipe.eps, *(b.eps for b in recipe.blocks if b.eps)), key=lambda e: parse_eps(e)[0])
     rows: dict[str, RowRecipe | str] = {}
     for label, row in recipe.rows.items():
         if not isinstance(row, RowRecipe):
@@ -100,7 +102,7 @@ def cpu_recipe(recipe: TableRecipe) -> TableRecipe:
             continue
         epochs = int({**recipe.train, **row.train}.get("epochs", paper_epochs))
         sm = {"epochs": max(1, round(epochs * factor)), "train_attack_steps": int(cpu.get("train_attack_steps", 10**6))}
-        rows[label] = dataclasses.replace(row, options={**row.options, **smoke_overrides(row, sm, epochs, recipe.eps)},
+        rows[label] = dataclasses.replace(row, options={**row.options, **smoke_overrides(row, sm, epochs, largest_eps)},
                                           train=shorter(row.train))
     blocks = tuple(dataclasses.replace(b, train=shorter(b.train), n_eval=int(cpu["n_eval"]) if b.n_eval else None)
                    for b in recipe.blocks)
@@ -157,9 +159,12 @@ class Planner:
             (c.method, {"norm": c.norm, "radii": c.radii, "name": c.name, **c.options,
                         **(c.smoke if self.smoke_scale else {})}) for c in recipe.certify)
         self.plan = Plan(recipe, scale, self.out_dir, self.dataset, self.model, self.n_eval, substituted, smoke=sm)
-        wanted = [int(sm["n_train"]), *([] if sm.get("from_scratch") else [int(sm.get("base_n_train", sm["n_train"]))])
-                  ] if self.smoke_scale else [
-            int(recipe.train.get("n_train") or 0)]
+        if not self.smoke_scale:
+            wanted = [int(recipe.train.get("n_train") or 0)]
+        elif sm.get("from_scratch"):  # no base run
+            wanted = [int(sm["n_train"])]
+        else:
+            wanted = [int(sm["n_train"]), int(sm.get("base_n_train", sm["n_train"]))]
         if self.available is not None and max(wanted) > self.available:
             self.plan.notes.append(f"{self.dataset} holds {self.available} training images (after the validation "
                                    f"split): runs asking for more ({', '.join(map(str, sorted(set(wanted))))}) train "
