@@ -110,8 +110,11 @@ def test_smoke_on_digits_trains_every_row_from_scratch_with_the_same_budget(digi
     assert {p.options["eps_warmup_from"] for p in plan.runs} == {"attack"}
     assert {p.options["epochs"] for p in plan.runs} == {want["epochs"]}
     assert {p.options["lr"] for p in plan.runs} == {SMOKE["lr"]}  # TRADES too: lr_reg is for fine-tuning
+    # one constant lr for every row: a decaying one leaves H-SAT, which attacks only after 3/7 of the epochs, none
+    assert {p.options["schedule"] for p in plan.runs} == {"constant"} and SMOKE["schedule"] == "cosine"
     text = plan.describe()
     assert "every row trained from scratch for 10 epochs" in text and "base run" not in text
+    assert f"lr {SMOKE['lr']} constant" in text
     assert f"ramps from 0 over its first {want['eps_warmup']} epochs of attacks" in text
     assert "(2000, 4000)" not in text  # the base run's image count is not asked for
     # the paper's training PGD (40 x 0.02) capped at 10 steps keeps its 0.8 in all: 10 x 0.08
@@ -119,3 +122,4 @@ def test_smoke_on_digits_trains_every_row_from_scratch_with_the_same_budget(digi
     assert at.settings["defense.steps"] == 10 and at.settings["defense.step_size"] == pytest.approx(0.08)
     syn = make_plan("sat", "2", scale="smoke", out=tmp_path, device="cpu", blocks=["0.3"])  # synthetic: unchanged
     assert all(p.options.get("eps_warmup", 0.0) == 0.0 for p in syn.runs)
+    assert {p.options["schedule"] for p in syn.runs} == {"cosine"}

@@ -46,33 +46,37 @@ def test_digits_are_read_by_the_mnist_loader_as_written(tmp_path):
     assert (x_test[:, 0, :4].max() == 0) and (x_test[:, 0, :, 24:].max() == 0)  # MNIST's empty border
 
 
-#: the rows the CI grid trains: TRADES, which was not above the standard model before this scale trained from
-#: scratch, and the paper's P-SAT. The whole block takes 5 min on 2 quiet cores, more than the suite's budget
-#: allows; docs/reproducing.md has its grid (every row the paper finds robust above the standard model; H-SAT only
-#: just, 5% against 0%, which a CI assertion could not tell from noise).
-ROWS = ("TRADES [36]", "P-SAT (ours)")
+#: a published AutoAttack accuracy at or below this is the paper finding a row not robust (CAT20's 0.00 at eps 0.3)
+NOT_ROBUST_IN_PAPER = 5.0
 
 
-def test_real_digit_smoke_grid_puts_trades_and_p_sat_above_the_standard_model(tmp_path, capsys):
-    """SAT Table 2, block eps 0.3, at smoke scale on the real digits, through the CLI: every row trained from
-    scratch with the same budget; a standard model with that budget is attacked with the same suite. Every row
-    learns (clean accuracy > 70%) and its AutoAttack accuracy is above the standard model's by more than 1.96
-    standard errors (measured: TRADES 55%, P-SAT 60%, standard 0% on 100 test digits)."""
+def test_real_digit_smoke_grid_puts_every_robust_row_above_the_standard_model(tmp_path, capsys):
+    """SAT Table 2, the whole eps-0.3 block (AT, TRADES, DAT, CAT20, H-SAT, P-SAT), at smoke scale on the real
+    digits, through the CLI: every row trained from scratch with the same budget; a standard model with that
+    budget is attacked with the same suite. Every row learns (clean accuracy > 70%); every row the paper finds
+    robust is above the standard model under AutoAttack by more than 1.96 standard errors (measured on 2 quiet
+    cores: AT 85%, TRADES 80%, DAT 86%, H-SAT 54%, P-SAT 83%, standard 0%, on 100 test digits); the row the paper
+    finds not robust (CAT20, 0.00 in the paper) is not robust here either, and the grid's claim that it is the
+    least robust row does not disagree."""
     from advbench.cli import main
     from advbench.config import run_config
     from advbench.engine.train import start_run
+    from advbench.papers.recipes import get_recipe
 
+    rows = tuple(get_recipe("sat", "2").rows)
     data = write_digits_mnist(tmp_path / "data")
     out = tmp_path / "runs"
     start = time.monotonic()
     rc = main(["reproduce", "sat", "--table", "2", "--scale", "smoke", "--data-dir", str(data), "--out", str(out),
-               "--block", "0.3", *[a for r in ROWS for a in ("--row", r)], "--device", "cpu",
-               "--jobs", "2", "--threads", "1", "--format", "json"])
+               "--block", "0.3", "--device", "cpu", "--jobs", "2", "--threads", "1", "--format", "json"])
     assert rc == 0
     grid = json.loads(capsys.readouterr().out)
-    assert "mnist" in grid["caption"] and "synthetic" not in grid["caption"]
-    adv = {c["row"]: c["measured"] for c in grid["cells"] if c["column"] == "0.3 / Adv" and c["row"] in ROWS}
-    clean = {c["row"]: c["measured"] for c in grid["cells"] if c["column"] == "0.3 / Clean" and c["row"] in ROWS}
+    grid_seconds = time.monotonic() - start
+    assert "mnist" in grid["caption"] and "synthetic" not in grid["caption"] and "smoke" in grid["caption"]
+    cells = {(c["row"], c["column"]): c for c in grid["cells"]}
+    adv = {r: cells[r, "0.3 / Adv"]["measured"] for r in rows}
+    clean = {r: cells[r, "0.3 / Clean"]["measured"] for r in rows}
+    published = {r: cells[r, "0.3 / Adv"]["published"] for r in rows}
     # the standard model: a row's run with its defense and eps ramp taken away (the same data, model, budget)
     row_run = next((out / "sat-table2-smoke").glob("p-sat-*"))
     _, cfg = run_config(row_run)
@@ -84,11 +88,19 @@ def test_real_digit_smoke_grid_puts_trades_and_p_sat_above_the_standard_model(tm
     capsys.readouterr()
     std = json.loads((standard / "attacks" / f"{suite}.json").read_text())
     standard_adv = 100 * next(r["accuracy"] for r in std["results"] if r["label"] == "AutoAttack")
-    elapsed = time.monotonic() - start
-    print(f"real-digit smoke grid: {elapsed:.0f} s; standard {standard_adv:.1f}; clean {clean}; AutoAttack {adv}")
     n = next(r.get("n", std["n_eval"]) for r in std["results"] if r["label"] == "AutoAttack")
-    assert set(clean) == set(ROWS) and all(clean[row] > 70.0 for row in ROWS), clean  # every row learns
-    for row in ROWS:
+    print(f"real-digit smoke grid: {grid_seconds:.0f} s (with the standard model {time.monotonic() - start:.0f} s); "
+          f"standard {standard_adv:.1f}; clean {clean}; AutoAttack {adv}; claims "
+          f"{[(c['claim'], c['verdict']) for c in grid['claims']]}")
+    assert all(clean[r] is not None and clean[r] > 70.0 for r in rows), clean  # every row learns
+    robust_rows = [r for r in rows if published[r] > NOT_ROBUST_IN_PAPER]
+    assert len(robust_rows) == len(rows) - 1  # CAT20 is the one row the paper finds not robust
+    for row in robust_rows:
         p, q = adv[row] / 100, standard_adv / 100
         se = 100 * math.sqrt(p * (1 - p) / n + q * (1 - q) / n)
         assert adv[row] - standard_adv > 1.96 * se, f"{row} {adv[row]:.1f} vs standard {standard_adv:.1f} (SE {se:.1f})"
+    for row in set(rows) - set(robust_rows):  # as in the paper: no more robust than the standard model
+        assert adv[row] <= standard_adv + 1.96 * 100 * math.sqrt(0.25 / n), (row, adv[row])
+    verdicts = {c["claim"]: c["verdict"] for c in grid["claims"]}
+    lowest = [c for c in verdicts if "lowest AutoAttack" in c]
+    assert lowest and all(verdicts[c] in ("agrees", "within noise") for c in lowest), verdicts
