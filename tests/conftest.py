@@ -12,6 +12,27 @@ os.environ.setdefault("ADVBENCH_DATA_DIR", "/nonexistent-advbench-data")  # test
 torch.set_num_threads(1)  # tiny tensors: one thread is fastest and avoids oversubscription
 
 
+#: files run first, longest first, so that two pytest-xdist workers (``-n 2 --dist loadfile``) finish together:
+#: the real-digit smoke grid (5 min on both cores) starts at once, and a file of many quick tests follows it on
+#: its worker (a worker is given another file while it has 2 or fewer tests pending, so the file queued behind
+#: the grid must be a quick one); every other file keeps pytest-xdist's default order, most tests first.
+FIRST = ("test_digits_smoke.py", "test_threat_registry_config.py", "test_crash_injection.py",
+         "test_distributed_train.py", "test_attacks_engine.py", "test_quickstart.py", "test_distributed_eval.py",
+         "test_extension_by_one_file.py", "test_gradient_reg_tables.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.path.name] = counts.get(item.path.name, 0) + 1
+
+    def rank(item):
+        name = item.path.name
+        return (FIRST.index(name), 0, name) if name in FIRST else (len(FIRST), -counts[name], name)
+
+    items.sort(key=rank)  # stable: a file's tests keep their order
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Every test on one intra-op thread, even after a test that changed it: tiny batches run as fast on one
