@@ -32,10 +32,12 @@ def test_cpu_scale_shortens_every_row_by_the_same_factor_and_keeps_each_schedule
         o = p.options
         # 1,497 training digits less the default validation split (10%: 149) = 1,348 < the scale's 2,000: all of them
         assert o["epochs"] == cpu["epochs"] and o["n_train"] == 1348 < cpu["n_train"] and o["data_dir"] == str(digits)
-        # the paper's milestones 40, 50, 60 of 70 epochs -> 11.4, 14.3, 17.1 of 20 -> 11, 14, 17
+        # the paper's milestones 40, 50, 60 of 70 epochs -> 11.4, 14.3, 17.1 of 20 -> 11, 14, 17, recorded; the
+        # paper's first lr is held constant for every row (the shared budget below), so they are not taken
         assert o["milestones"] == [11, 14, 17] and o["lr"] == recipe.train["lr"] and o["momentum"] == 0.9
+        assert recipe.train["schedule"] == "multistep" and o["schedule"] == cpu["schedule"] == "constant"
         # the shared budget: batch 32 (the paper: 128) and the eps ramp, the same for every row
-        assert o["batch_size"] == 32 != recipe.train["batch_size"] and o["eps_warmup"] == cpu["eps_warmup"] == 8.0
+        assert o["batch_size"] == 32 != recipe.train["batch_size"] and o["eps_warmup"] == cpu["eps_warmup"] == 4.0
         assert o["eps_warmup_from"] == "attack"
         assert p.suites[0][0] == "autoattack-smoke300"
         if o["defense"] in ("h-sat", "p-sat"):  # the lambda steps at epochs 30, 45, 60 (scale 1) -> scale 20/70
@@ -49,7 +51,8 @@ def test_cpu_scale_shortens_every_row_by_the_same_factor_and_keeps_each_schedule
             assert "defense.steps" not in p.settings and "defense.step_size" not in p.settings
     text = plan.describe()
     assert "at cpu scale" in text and "shortened to 20 epochs of 70 on 2000 training images" in text
-    assert "batch 32 for every row; every row's training eps ramps from 0 over its first 8.0 epochs of attacks" in text
+    assert "batch 32 for every row; the paper's first lr held constant for every row" in text
+    assert "every row's training eps ramps from 0 over its first 4.0 epochs of attacks" in text
     assert "training attacks <= 10 steps" in text
     assert "mnist holds 1348 training images (after the validation split): runs asking for more (2000)" in text
     assert "mnist holds 300 test images: the attacks run on all of them (the scale asks for 500)" in text

@@ -91,7 +91,7 @@ def cpu_recipe(recipe: TableRecipe) -> TableRecipe:
 
     # the budget every row shares (a CPU hour's optimizer steps and the eps ramp that lets training leave the
     # large-eps plateau in them), stated in the cpu note: the same for every row, as the rule asks
-    shared = {k: cpu[k] for k in ("batch_size", "eps_warmup", "eps_warmup_from") if k in cpu}
+    shared = {k: cpu[k] for k in ("batch_size", "eps_warmup", "eps_warmup_from", "schedule") if k in cpu}
     train = {**shorter(recipe.train), "n_train": int(cpu["n_train"]), **shared}
     # a row's options serve every eps block: a capped training attack must reach the largest ball
     largest_eps = max((recipe.eps, *(b.eps for b in recipe.blocks if b.eps)), key=lambda e: parse_eps(e)[0])

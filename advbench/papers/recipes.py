@@ -148,6 +148,8 @@ def cpu_text(cpu: dict[str, Any]) -> str:
             "training images (milestones and epoch-based curricula scaled in proportion)")
     if cpu.get("batch_size"):
         text += f"; batch {cpu['batch_size']} for every row"
+    if cpu.get("schedule") == "constant":
+        text += "; the paper's first lr held constant for every row (its lr drops are not taken)"
     if cpu.get("eps_warmup"):
         text += f"; every row's training eps ramps from 0 over its first {cpu['eps_warmup']} epochs" + (
             " of attacks" if cpu.get("eps_warmup_from") == "attack" else "")
