@@ -13,6 +13,7 @@ import argparse
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 COMMANDS = {
@@ -22,6 +23,11 @@ COMMANDS = {
     "advbench list defenses": [sys.executable, "-m", "advbench", "list", "defenses"],
     "advbench train --defense psatt (error)": [sys.executable, "-m", "advbench", "train", "--defense", "psatt"],
     "advbench train --eps 2 (error)": [sys.executable, "-m", "advbench", "train", "--eps", "2"],
+    # what every train, attack and reproduce process pays before its first batch
+    "import advbench.api": [sys.executable, "-c", "import advbench.api"],
+    "advbench train (1 epoch, 64 images)": [sys.executable, "-m", "advbench", "train", "--defense", "standard",
+                                            "--epochs", "1", "--n-train", "64", "--set", "val_n=32", "--device",
+                                            "cpu", "--quiet", "--fresh", "--out", "{tmp}"],
 }
 
 
@@ -30,11 +36,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     times: dict[str, list[float]] = {k: [] for k in COMMANDS}
-    for _ in range(args.rounds):
-        for name, cmd in COMMANDS.items():
-            t0 = time.perf_counter()
-            subprocess.run(cmd, capture_output=True, check=False)
-            times[name].append(time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory() as tmp:  # the training row's run folder
+        for _ in range(args.rounds):
+            for name, cmd in COMMANDS.items():
+                t0 = time.perf_counter()
+                subprocess.run([a.replace("{tmp}", tmp) for a in cmd], capture_output=True, check=False)
+                times[name].append(time.perf_counter() - t0)
     base = statistics.median(times["import torch"])
     print("| command | median s | min | max | x import torch |\n|---|---|---|---|---|")
     for name, ts in times.items():

@@ -136,3 +136,31 @@ def test_attacks_do_not_know_papers_and_the_api_installs_the_paper_suites():
 ])
 def test_slug_kinds_keep_existing_names(text, kind, sep, default, want):
     assert runs.slug(text, sep=sep, default=default, kind=kind) == want
+
+
+def test_commands_start_without_torchvision_or_scipy_stats():
+    """torchvision (about 1.3 s to import, with torch._dynamo) and scipy.stats (about 0.6 s) are imported where they
+    are used (a ResNet-50, a real dataset's files, a certificate), not by every command's start-up: importing the
+    api and the CLI and building and running a small-cnn imports neither; a ResNet-50 still builds (through the
+    registry, picklable by its module path) and the claims' Z is scipy's 97.5% normal quantile."""
+    got = _python("""
+        import json, pickle, sys
+        import advbench.api, advbench.cli, advbench.report.paper_grids
+        import torch
+        from advbench.models import build_model
+        model = build_model("small-cnn", num_classes=10, in_channels=1, input_size=28)
+        model(torch.rand(2, 1, 28, 28)).sum().backward()
+        before = sorted(m for m in ("torchvision", "scipy.stats", "torch._dynamo") if m in sys.modules)
+        net = build_model("resnet50", num_classes=5, input_size=64).net
+        cls = type(net)
+        again = pickle.loads(pickle.dumps(net))
+        print(json.dumps({"before": before, "after": "torchvision" in sys.modules, "cls": cls.__module__,
+                          "same": type(again) is cls, "params": sum(p.numel() for p in net.parameters())}))
+    """)
+    assert got["before"] == [], got
+    assert got["after"] and got["cls"] == "advbench.models._resnet50_net" and got["same"]
+    assert got["params"] == 25557032 - 1000 * 2048 - 1000 + 5 * 2048 + 5  # torchvision's ResNet-50, 5 classes
+    from scipy.stats import norm
+
+    from advbench.report.claims import Z
+    assert Z == float(norm.ppf(0.975))

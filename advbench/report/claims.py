@@ -19,15 +19,14 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from scipy.stats import norm
-
 from advbench.papers.recipes import Claim, ColumnRecipe
 
 if TYPE_CHECKING:
     from advbench.report.paper_grids import PaperGrid
 
-#: a difference counts when it is larger than Z standard errors (two-sided 95%)
-Z = float(norm.ppf(0.975))
+#: a difference counts when it is larger than Z standard errors (two-sided 95%): scipy.stats.norm.ppf(0.975), written
+#: out (tested) so that a report does not import scipy.stats (about 0.6 s)
+Z = 1.959963984540054
 VERDICTS = ("agrees", "disagrees", "within noise", "not measured")
 
 
