@@ -404,6 +404,14 @@ def test_synthetic_deterministic_and_seeded():
     assert not np.array_equal(x1, xt)
     xp, yp = generate(120, data_seed=0)  # prefix-stable: more images keep the first ones
     assert np.array_equal(xp, x1[:120]) and np.array_equal(yp, y1[:120])
+    # blocks are rendered once per process: what a caller gets is its own copy, and changing it changes nothing
+    # that a later call returns
+    keep = x1.copy()
+    x1[:] = 0
+    y1[:] = -1
+    xp[:] = 255
+    x4, y4 = generate(700, data_seed=0)
+    assert np.array_equal(x4, keep) and np.array_equal(y4, y2)
 
 
 def test_synthetic_classes_differ_by_shape_not_brightness():

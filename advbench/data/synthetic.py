@@ -14,6 +14,7 @@ first ones unchanged, and train and test use independent streams.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -123,12 +124,21 @@ def _draw(rng: np.random.Generator, p: dict[str, float]) -> dict[str, np.ndarray
 
 
 def _chunk(seed_words: list[int], count: int, p: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Render the first ``count`` images (uint8 [count, 3, 32, 32]) and labels of one seeded block.
+    """The first ``count`` images (uint8 [count, 3, 32, 32]) and labels of one seeded block: read-only views of
+    the whole block, rendered once per process (:func:`_block`; a run's training and attacks, and every run of a
+    ``reproduce`` or ``quickstart``, load the same blocks)."""
+    x, y = _block(tuple(int(w) for w in seed_words), tuple(sorted(p.items())))
+    return x[:count], y[:count]
 
-    All parameters are drawn for the whole block, so image i does not depend on ``count``.
-    """
-    q = {k: v[:count] for k, v in _draw(np.random.default_rng(np.random.SeedSequence(seed_words)), p).items()}
-    n, f32 = count, np.float32
+
+@functools.lru_cache(maxsize=48)  # 48 blocks of 500 images: 74 MB
+def _block(seed_words: tuple[int, ...], params: tuple[tuple[str, float], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Render the :data:`CHUNK` images and labels of one seeded block (read-only arrays).
+
+    All parameters are drawn for the whole block and each image is rendered from its own, so image i of the
+    block is the same whatever the number of images asked for."""
+    q = _draw(np.random.default_rng(np.random.SeedSequence(list(seed_words))), dict(params))
+    n, f32 = CHUNK, np.float32
     labels, cx, cy, r, theta = q["label"], q["cx"], q["cy"], q["r"], q["theta"]
     period, phase, bg, fg, sigma, noise = q["period"], q["phase"], q["bg"], q["fg"], q["sigma"], q["noise"]
 
@@ -146,7 +156,10 @@ def _chunk(seed_words: list[int], count: int, p: dict[str, float]) -> tuple[np.n
             cov[m] = _coverage(k, u[m], v[m], r[m][col], period[m][col], phase[m][col])
     img = bg[:, :, None, None] + (fg - bg)[:, :, None, None] * cov[:, None]
     img += sigma[:, None, None, None] * noise
-    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8), labels
+    images = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
 
 
 def generate(

@@ -12,6 +12,7 @@ recipes define are installed by :mod:`advbench.papers.suites`, which the api imp
 
 from __future__ import annotations
 
+import functools
 import pkgutil
 import re
 from importlib import resources
@@ -21,10 +22,16 @@ _TABLE_CSV = re.compile(r"(?P<paper>.+)-table\d+[a-z]?\.csv")
 
 def paper_modules() -> dict[str, str]:
     """paper name -> recipe module name (``gradient-reg`` -> ``gradient_reg``), papers sorted by name."""
+    return dict(_discover())
+
+
+@functools.cache
+def _discover() -> tuple[tuple[str, str], ...]:
+    """The package's files, listed once per process (a ``reproduce`` asks for them once per run)."""
     published = {m["paper"] for entry in (resources.files(__name__) / "published").iterdir()
                  if (m := _TABLE_CSV.fullmatch(entry.name))}
     modules = {m.name.replace("_", "-"): m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
-    return {paper: modules[paper] for paper in sorted(published & set(modules))}
+    return tuple((paper, modules[paper]) for paper in sorted(published & set(modules)))
 
 
 def paper_names() -> tuple[str, ...]:
