@@ -17,6 +17,7 @@ starts correct: the cost on an undefended model); with ``--run`` it is that run'
     python benchmarks/attack_cost.py                                  # CPU, small-cnn, batch 128
     python benchmarks/attack_cost.py --model preact-resnet18 --device cuda --batch 256
     python benchmarks/attack_cost.py --run runs/quickstart/pgd-at --aa-images 100 --json out.json
+    python benchmarks/attack_cost.py --run RUN --skip-autoattack --smoke-targets --threads 1   # 9 vs 3 targets
 """
 
 from __future__ import annotations
@@ -142,6 +143,30 @@ def time_autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ar
             "robust_accuracy": correct / n}
 
 
+def time_smoke_autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace,
+                          device: torch.device) -> dict:
+    """Smoke scale's AutoAttack (APGD-CE + APGD-T, 1 restart) with APGD-T on 9 and on 3 target classes, on the
+    same ``aa_images`` images, in alternating rounds (9 3, 3 9, ...): median seconds and robust accuracy of each."""
+    n = args.aa_images
+    xb, yb = x[:n], y[:n]
+    threat = ThreatModel.parse(args.eps)
+    times: dict[int, list[float]] = {9: [], 3: []}
+    acc: dict[int, float] = {}
+    for r in range(args.aa_rounds):
+        for targets in ((9, 3) if r % 2 == 0 else (3, 9)):
+            attack = build_attack("autoattack", threat, {"version": "custom", "attacks": ["apgd-ce", "apgd-t"],
+                                                         "n_restarts": 1, "n_target_classes": targets})
+            _sync(device)
+            t0 = time.perf_counter()
+            res = attack(model, xb, yb)
+            _sync(device)
+            times[targets].append(time.perf_counter() - t0)
+            acc[targets] = res.correct.float().mean().item()
+    s9, s3 = statistics.median(times[9]), statistics.median(times[3])
+    return {"images": len(xb), "rounds": args.aa_rounds, "seconds_9_targets": s9, "seconds_3_targets": s3,
+            "time_ratio_3_over_9": s3 / s9, "robust_accuracy_9_targets": acc[9], "robust_accuracy_3_targets": acc[3]}
+
+
 def main() -> None:
     """Parse arguments, run both benchmarks, print (and optionally save) the numbers."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -156,6 +181,9 @@ def main() -> None:
     p.add_argument("--aa-images", type=int, default=100)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--skip-autoattack", action="store_true")
+    p.add_argument("--smoke-targets", action="store_true",
+                   help="also time smoke scale's AutoAttack with APGD-T on 9 and on 3 target classes, side by side")
+    p.add_argument("--aa-rounds", type=int, default=2, help="rounds of --smoke-targets (median)")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     args = p.parse_args()
     if args.threads:
@@ -180,6 +208,12 @@ def main() -> None:
         a = out["autoattack"]
         print(f"AutoAttack standard: {a['seconds_per_100_images']:.1f} s per 100 images ({a['images']} images, "
               f"clean {100 * a['clean_accuracy']:.1f}% -> robust {100 * a['robust_accuracy']:.1f}%)")
+    if args.smoke_targets:
+        out["smoke_autoattack"] = a = time_smoke_autoattack(model, x, y, args, device)
+        print(f"smoke AutoAttack (APGD-CE + APGD-T) on {a['images']} images, median of {a['rounds']} rounds: "
+              f"9 targets {a['seconds_9_targets']:.1f} s ({100 * a['robust_accuracy_9_targets']:.1f}%), "
+              f"3 targets {a['seconds_3_targets']:.1f} s ({100 * a['robust_accuracy_3_targets']:.1f}%); "
+              f"time ratio 3/9: {a['time_ratio_3_over_9']:.2f}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2)

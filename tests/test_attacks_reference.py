@@ -95,3 +95,40 @@ def test_each_component_alone_is_no_stronger_than_the_ensemble_on_every_batch(tm
         ensemble = sum(by["AA"][part])
         for label in ("APGD-CE", "APGD-T", "FAB-T", "Square"):
             assert sum(by[label][part]) >= ensemble, (label, b)
+
+
+def test_smoke_autoattack_is_pyautoattack_custom_apgd_ce_and_apgd_t_on_3_target_classes(tmp_path):
+    """The smoke variant of the autoattack suite (``autoattack-smokeN``): APGD-CE + APGD-T, 1 restart, APGD-T on 3
+    target classes of 10; per image equal to pyautoattack called directly with those settings. An AutoAttack
+    entry that names its own target classes keeps them."""
+    from pyautoattack import AutoAttack
+
+    import advbench.api  # noqa: F401  (installs the lookup of smoke suites)
+    from advbench.papers.suites import ensure_suite
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10)).eval()
+    x = torch.rand(40, 3, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every image clean-correct
+    threat = ThreatModel.parse("4/255")
+    suite = SUITES.get(ensure_suite("autoattack-smoke40"))
+    (entry,) = suite.entries
+    assert entry.options["n_target_classes"] == 3 and entry.options["attacks"] == ["apgd-ce", "apgd-t"]
+    assert "APGD-T on 3 target classes" in suite.description
+    job = EvalJob(suite, [threat], n_eval=40, batch_size=40, hygiene=False)
+    res = evaluate_suite(model, (x, y), job, tmp_path / "attacks" / "aa.json", device=torch.device("cpu"))
+    assert res["results"][0]["summary"]["n_target_classes"] == 3
+    aa = AutoAttack(model, norm="Linf", eps=threat.eps, seed=0, version="custom", attacks=["apgd-ce", "apgd-t"],
+                    device="cpu")
+    aa.verbose = False
+    aa.apgd.n_restarts = 1
+    aa.apgd_targeted.n_target_classes = 3
+    _x_adv, y_adv = aa.run_standard_evaluation(x, y, batch_size=40)
+    assert res["results"][0]["correct"] == [int(v) for v in (y_adv == y).tolist()]
+    assert 0 < res["results"][0]["accuracy"] < 1  # a regime where a wrong setting could show
+    # an entry with its own target classes keeps them in its smoke variant
+    from advbench.papers.suites import _cheaper
+
+    options, changed = _cheaper(SuiteEntry("AutoAttack", "autoattack", {"n_target_classes": 9}))
+    assert options["n_target_classes"] == 9 and "9 target classes" in changed

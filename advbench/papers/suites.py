@@ -76,12 +76,16 @@ def ensure_suite(name: str) -> str:
 
 def _cheaper(entry: SuiteEntry) -> tuple[dict[str, Any], str]:
     """Smoke options of an expensive entry: AutoAttack keeps APGD-CE and APGD-T (FAB-T and Square, slow on a CPU
-    and rarely decisive on unmasked models, are dropped); lone targeted components attack 3 target classes;
-    Square gets 1000 queries, RayS 2000. Returns (options, what changed)."""
+    and rarely decisive on unmasked models, are dropped), its APGD-T on 3 target classes like the lone targeted
+    components (measured on the real-digit SAT Table 2 block, 100 digits: the same accuracy as 9 targets on 5 of
+    6 rows, +1 on the sixth, in 40-45% of the time); Square gets 1000 queries, RayS 2000. Returns (options,
+    what changed)."""
     o = dict(entry.options)
     if entry.attack == "autoattack" and o.get("version", "standard") == "standard":
-        return ({**o, "version": "custom", "attacks": ["apgd-ce", "apgd-t"], "n_restarts": 1},
-                "APGD-CE + APGD-T only, FAB-T and Square dropped")
+        targets = o.get("n_target_classes") or 3
+        return ({**o, "version": "custom", "attacks": ["apgd-ce", "apgd-t"], "n_restarts": 1,
+                 "n_target_classes": targets},
+                f"APGD-CE + APGD-T on {targets} target classes only, FAB-T and Square dropped")
     if entry.attack in ("apgd-t", "fab-t") and o.get("n_target_classes") is None:
         return {**o, "n_target_classes": 3}, "3 target classes"
     if entry.attack == "square" and "n_queries" not in o:
