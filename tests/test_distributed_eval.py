@@ -189,10 +189,14 @@ def test_cli_nproc_relaunches_through_torchrun_and_matches_one_process(tmp_path,
     monkeypatch.syspath_prepend(str(tmp_path))  # this process does not: advbench never adds it itself
     args = ["--model-module", "shardmod:make", "--dataset", "synthetic", "--attack", "pgd", "--set", "steps=5",
             "--n-eval", "30", "--batch-size", "8", "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    system_tmp = tmp_path / "system-tmp"  # the temporary directory of the command and everything it starts
+    system_tmp.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(system_tmp)}
     proc = subprocess.run([sys.executable, "-m", "advbench", "attack", *args, "--out", "two", "--nproc", "2"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr
+    left = [p.name for p in system_tmp.iterdir() if not p.name.startswith("torchinductor_")]  # torch's cache
+    assert not left, f"left in the temporary directory: {left}"
     assert proc.stdout.count("Worst case") == 1  # rank 0 alone prints the table
     ref = api.evaluate("shardmod:make", dataset="synthetic", attack="pgd", attack_options={"steps": 5}, n_eval=30,
                        batch_size=8, device="cpu", out=tmp_path / "one")

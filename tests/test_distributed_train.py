@@ -182,7 +182,8 @@ def runs_1_and_2(tmp_path_factory):
     spec_file.write_text(json.dumps(spec))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--nnodes", "1",
-           "--rdzv-backend", "c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}", __file__, str(spec_file)]
+           "--rdzv-backend", "c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}", f"--log-dir={root / 'torchrun'}",
+           __file__, str(spec_file)]
     proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # the 1-process runs train while the 2 ranks run (2 cores); they wait for the ranks at the end
     for job in all_jobs:
@@ -319,10 +320,14 @@ def test_cli_nproc_relaunches_under_torchrun(tmp_path):
     cmd = [sys.executable, "-m", "advbench", "train", "--nproc", "2", "--epochs", "1", "--batch-size", "10",
            "--n-train", "20", "--device", "cpu", "--out", str(tmp_path), "--name", "cli", "-q", "--set", "val_n=0",
            "--set", "data.n_train=300", "--set", "data.n_test=50", "--set", "model.width=8"]
+    system_tmp = tmp_path / "system-tmp"  # the temporary directory of the command and everything it starts
+    system_tmp.mkdir()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(system_tmp)})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("trained standard for 1 epochs") == 1, "rank 0 alone reports"
+    left = [p.name for p in system_tmp.iterdir() if not p.name.startswith("torchinductor_")]  # torch's cache
+    assert not left, f"left in the temporary directory: {left}"
     cfg = runs.read_json(tmp_path / "cli" / "config.json")
     assert (cfg["world_size"], cfg["backend"]) == (2, "gloo") and "--nproc" not in cfg["command"]
     assert runs.read_json(tmp_path / "cli" / "summary.json")["status"] == "completed"

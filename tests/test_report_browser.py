@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -71,11 +73,15 @@ def _page_socket(profile: Path, proc: subprocess.Popen) -> str:
 
 
 def load_in_chromium(page: Path, profile: Path, screenshot: Path | None = None) -> tuple[dict, list[str]]:
-    """Open ``page`` in headless Chromium; returns (what the probe script measured, console/log errors)."""
+    """Open ``page`` in headless Chromium; returns (what the probe script measured, console/log errors).
+    Chromium's own temporary folders (``org.chromium.*``, with a socket whose path must stay short) go to a
+    temporary folder removed afterwards, not to the system's temporary directory."""
+    scratch = Path(tempfile.mkdtemp(prefix="advbench-chromium-"))
     proc = subprocess.Popen([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                              "--disable-extensions", "--remote-debugging-port=0", "--remote-allow-origins=*",
                              f"--user-data-dir={profile}", "--window-size=1280,2400", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "TMPDIR": str(scratch)})
     try:
         tools = _DevTools(_page_socket(profile, proc))
         for domain in ("Page", "Runtime", "Log"):
@@ -98,6 +104,8 @@ def load_in_chromium(page: Path, profile: Path, screenshot: Path | None = None) 
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(timeout=10)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium; .ci/run does it)")
