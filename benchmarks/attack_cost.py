@@ -149,19 +149,15 @@ def time_smoke_autoattack(model: torch.nn.Module, x: torch.Tensor, y: torch.Tens
     same ``aa_images`` images, in alternating rounds (9 3, 3 9, ...): median seconds and robust accuracy of each."""
     n = args.aa_images
     xb, yb = x[:n], y[:n]
-    threat = ThreatModel.parse(args.eps)
     times: dict[int, list[float]] = {9: [], 3: []}
     acc: dict[int, float] = {}
     for r in range(args.aa_rounds):
         for targets in ((9, 3) if r % 2 == 0 else (3, 9)):
-            attack = build_attack("autoattack", threat, {"version": "custom", "attacks": ["apgd-ce", "apgd-t"],
-                                                         "n_restarts": 1, "n_target_classes": targets})
-            _sync(device)
-            t0 = time.perf_counter()
-            res = attack(model, xb, yb)
-            _sync(device)
-            times[targets].append(time.perf_counter() - t0)
-            acc[targets] = res.correct.float().mean().item()
+            options = {"version": "custom", "attacks": ["apgd-ce", "apgd-t"], "n_restarts": 1,
+                       "n_target_classes": targets}
+            one = time_attack("autoattack", options, model, xb, yb, device, args.eps, repeats=1, warmup=0)
+            times[targets].append(one["seconds"])
+            acc[targets] = one["accuracy"]
     s9, s3 = statistics.median(times[9]), statistics.median(times[3])
     return {"images": len(xb), "rounds": args.aa_rounds, "seconds_9_targets": s9, "seconds_3_targets": s3,
             "time_ratio_3_over_9": s3 / s9, "robust_accuracy_9_targets": acc[9], "robust_accuracy_3_targets": acc[3]}

@@ -123,17 +123,11 @@ def _draw(rng: np.random.Generator, p: dict[str, float]) -> dict[str, np.ndarray
     return q
 
 
-def _chunk(seed_words: list[int], count: int, p: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``count`` images (uint8 [count, 3, 32, 32]) and labels of one seeded block: read-only views of
-    the whole block, rendered once per process (:func:`_block`; a run's training and attacks, and every run of a
-    ``reproduce`` or ``quickstart``, load the same blocks)."""
-    x, y = _block(tuple(int(w) for w in seed_words), tuple(sorted(p.items())))
-    return x[:count], y[:count]
-
-
 @functools.lru_cache(maxsize=48)  # 48 blocks of 500 images: 74 MB
 def _block(seed_words: tuple[int, ...], params: tuple[tuple[str, float], ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Render the :data:`CHUNK` images and labels of one seeded block (read-only arrays).
+    """Render the :data:`CHUNK` images (uint8 [CHUNK, 3, 32, 32]) and labels of one seeded block, once per process
+    (a run's training and attacks, and every run of a ``reproduce`` or ``quickstart``, load the same blocks);
+    read-only arrays.
 
     All parameters are drawn for the whole block and each image is rendered from its own, so image i of the
     block is the same whatever the number of images asked for."""
@@ -169,12 +163,12 @@ def generate(
 
     Deterministic in (``data_seed``, ``split``); the first k images do not depend on ``n``.
     """
-    p = {**PARAMS, **(params or {})}
+    p = tuple(sorted({**PARAMS, **(params or {})}.items()))
     xs, ys = [], []
     for i, start in enumerate(range(0, n, CHUNK)):
-        x, y = _chunk([int(data_seed), _STREAMS[split], i], min(CHUNK, n - start), p)
-        xs.append(x)
-        ys.append(y)
+        x, y = _block((int(data_seed), _STREAMS[split], i), p)
+        xs.append(x[:n - start])  # copied by the concatenation below: the blocks stay unchanged
+        ys.append(y[:n - start])
     if not xs:
         return np.zeros((0, 3, SIZE, SIZE), np.uint8), np.zeros((0,), np.int64)
     return np.concatenate(xs), np.concatenate(ys)
