@@ -50,6 +50,14 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def _own_working_directory(tmp_path_factory, monkeypatch):
+    """Every test runs in an empty folder of its own: a command's default folder (``./runs``) is then never the
+    checkout's, where README command 1 (`advbench quickstart`) leaves its runs; there `advbench attack` with no
+    RUN attacked them all instead of saying "no RUN given"."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 class TwoClassLinear(nn.Module):
     """logits = [0, w·x + b]: class 1 iff w·x + b > 0; margin of class y is ±(w·x + b)."""
 
